@@ -1,0 +1,8 @@
+"""kernelpro: an agent that makes CUDA kernels faster."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("kernelpro")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+source"

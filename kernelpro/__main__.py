@@ -1,0 +1,5 @@
+"""`python -m kernelpro` runs the CLI."""
+
+from kernelpro.cli import main
+
+main()

@@ -1,0 +1,148 @@
+"""The ``kernelpro`` command line.
+
+Every failure exits non-zero with one line saying why: a :class:`KernelproError` prints its
+``file:line: message (fix: ...)`` and exits 1; a usage error exits 2 (click's convention);
+Ctrl-C exits 130; anything unexpected prints one line asking for a report and exits 3 (set
+``KERNELPRO_DEBUG=1`` for the traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from kernelpro import __version__
+from kernelpro.errors import KernelproError
+
+console = Console()
+
+
+def _parse_assignments(items: tuple[str, ...], what: str) -> dict[str, str]:
+    values = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r}: expected NAME=VALUE", param_hint=what)
+        values[name.strip()] = value.strip()
+    return values
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kernelpro")
+def cli() -> None:
+    """kernelpro makes CUDA kernels faster: MCTS over verified, profiled variants."""
+
+
+@cli.command("tasks")
+@click.argument("folder", type=click.Path(path_type=Path), default=Path("tasks"))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def tasks_command(folder: Path, as_json: bool) -> None:
+    """List the tasks in FOLDER (default: ./tasks) with their metadata."""
+    from kernelpro.render import render_task_table
+    from kernelpro.task_loader import load_task, task_summary
+
+    if not folder.is_dir():
+        raise KernelproError(f"{folder} is not a folder", fix="give the folder that holds the task .cu files")
+    files = sorted(folder.glob("*.cu"))
+    if not files:
+        raise KernelproError(f"no .cu task files in {folder}", fix="point at a folder of task files")
+    loaded, errors = [], []
+    for path in files:
+        try:
+            loaded.append(load_task(path))
+        except KernelproError as exc:
+            errors.append(str(exc))
+    if as_json:
+        click.echo(json.dumps({"tasks": [task_summary(t) for t in loaded], "errors": errors}, indent=2))
+    else:
+        render_task_table(console, loaded)
+        for error in errors:
+            console.print(f"[red]invalid:[/red] {error}", highlight=False)
+    if errors:
+        sys.exit(1)
+
+
+@cli.command("analyze")
+@click.argument("task_path", metavar="TASK", type=click.Path(path_type=Path))
+@click.option("--static", "static_only", is_flag=True, help="Compile-time analysis only (no GPU needed).")
+@click.option("--candidate", type=click.Path(path_type=Path), help="Analyze this variant of the task's kernel.")
+@click.option("--arch", help="Target architecture, e.g. sm_90 (default: the visible GPU, else sm_90).")
+@click.option("--knob", "knobs", multiple=True, metavar="NAME=VALUE", help="Override a knob (repeatable).")
+@click.option("--flag", "flags", multiple=True, metavar="FLAG", help="Extra nvcc flag (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+def analyze_command(task_path: Path, static_only: bool, candidate: Path | None, arch: str | None,
+                    knobs: tuple[str, ...], flags: tuple[str, ...], as_json: bool) -> None:
+    """Analyze TASK: resources, occupancy and SASS findings (--static), profiled diagnosis on a GPU."""
+    from kernelpro.compiler import default_arch
+    from kernelpro.render import render_static_report
+    from kernelpro.static_analysis import analyze_static
+    from kernelpro.task_loader import load_task
+
+    if not static_only:
+        raise KernelproError(
+            "profiled analysis (Nsight Compute counters, roofline, micro-profiling tools) is not in this version",
+            fix="run `kernelpro analyze TASK --static` for compile-time analysis",
+        )
+    task = load_task(task_path)
+    source = task.source
+    if candidate is not None:
+        try:
+            source = candidate.read_text()
+        except OSError as exc:
+            raise KernelproError(f"cannot read candidate: {exc}", file=candidate, fix="check the path") from None
+    overrides = {}
+    for name, text in _parse_assignments(knobs, "--knob").items():
+        if name not in task.knobs:
+            known = ", ".join(task.knobs) or "none"
+            raise KernelproError(f"unknown knob {name!r} (task knobs: {known})", file=task.path,
+                                 fix="use a knob declared in the task's [knobs]")
+        overrides[name] = task.parse_knob(name, text)
+    report = analyze_static(task, source=source, arch=arch or default_arch(), knobs=overrides,
+                            flags=tuple(flags), source_name=str(candidate or task_path))
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        render_static_report(console, report)
+    if not report.compiled:
+        sys.exit(1)
+
+
+@cli.command("doctor")
+def doctor_command() -> None:
+    """Show where each CUDA tool was found and what is missing."""
+    from kernelpro.toolchain import INSTALL_HINTS, describe
+
+    for name, where in describe().items():
+        mark = "[green]ok[/green]     " if where != "missing" else "[yellow]missing[/yellow]"
+        hint = f"  ({INSTALL_HINTS[name]})" if where == "missing" else ""
+        console.print(f"{mark} {name:<18} {where}{hint}", highlight=False)
+
+
+def main() -> None:
+    """Console-script entry point: run the CLI and turn errors into one-line messages."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KernelproError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the one place that turns bugs into a one-line report
+        if os.environ.get("KERNELPRO_DEBUG"):
+            raise
+        click.echo(f"internal error: {type(exc).__name__}: {exc} (rerun with KERNELPRO_DEBUG=1 for the "
+                   "traceback and please report it)", err=True)
+        sys.exit(3)
+    sys.exit(0)

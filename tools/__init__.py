@@ -1,0 +1,1 @@
+"""Micro-profiling tools: one expert rule per module (installed as ``kernelpro.tools``)."""
