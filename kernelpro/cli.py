@@ -112,6 +112,20 @@ def analyze_command(task_path: Path, static_only: bool, candidate: Path | None, 
         sys.exit(1)
 
 
+@cli.command("tools")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def tools_command(as_json: bool) -> None:
+    """List the micro-profiling tools: what fires them, for which roofline classes, from which metrics."""
+    from kernelpro.render import render_tools_table
+    from kernelpro.tools import describe
+
+    tools = describe()
+    if as_json:
+        click.echo(json.dumps(tools, indent=2))
+    else:
+        render_tools_table(console, tools)
+
+
 @cli.command("doctor")
 def doctor_command() -> None:
     """Show where each CUDA tool was found and what is missing."""

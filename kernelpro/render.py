@@ -60,6 +60,16 @@ def render_task_table(console: Console, tasks: Sequence[Task]) -> None:
     console.print(table)
 
 
+def render_tools_table(console: Console, tools: Sequence[dict]) -> None:
+    table = Table(title=f"{len(tools)} micro-profiling tools")
+    for column in ("tool", "what it finds", "fires when", "runs for", "metrics"):
+        table.add_column(column, overflow="fold")
+    for tool in tools:
+        metrics = "\n".join(tool["metrics"]) or "(ptxas / SASS only)"
+        table.add_row(tool["name"], tool["title"], tool["fires_when"], ", ".join(tool["applies_to"]), metrics)
+    console.print(table)
+
+
 def render_static_report(console: Console, report: StaticReport) -> None:
     knobs = ", ".join(f"{k}={v}" for k, v in report.knobs.items()) or "none"
     cache = "cache hit" if report.cache_hit else f"compiled in {report.compile_seconds:.1f} s"

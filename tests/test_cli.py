@@ -117,3 +117,15 @@ def test_doctor_lists_tools() -> None:
     assert result.returncode == 0
     for tool in ("nvcc", "ptxas", "cuobjdump", "nvdisasm", "ncu"):
         assert tool in result.stdout
+
+
+def test_tools_lists_every_tool_with_trigger_and_metrics() -> None:
+    from kernelpro.tools import all_tools
+
+    data = json.loads(run("tools", "--json").stdout)
+    assert [t["name"] for t in data] == [t.name for t in all_tools()] and len(data) >= 16
+    by_name = {t["name"]: t for t in data}
+    assert "bank_conflicts" in by_name and by_name["bank_conflicts"]["metrics"]
+    assert all(t["fires_when"] for t in data)
+    table = run("tools")
+    assert table.returncode == 0 and "bank_conflicts" in table.stdout and "fires when" in table.stdout
