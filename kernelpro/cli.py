@@ -95,13 +95,7 @@ def analyze_command(task_path: Path, static_only: bool, candidate: Path | None, 
             source = candidate.read_text()
         except OSError as exc:
             raise KernelproError(f"cannot read candidate: {exc}", file=candidate, fix="check the path") from None
-    overrides = {}
-    for name, text in _parse_assignments(knobs, "--knob").items():
-        if name not in task.knobs:
-            known = ", ".join(task.knobs) or "none"
-            raise KernelproError(f"unknown knob {name!r} (task knobs: {known})", file=task.path,
-                                 fix="use a knob declared in the task's [knobs]")
-        overrides[name] = task.parse_knob(name, text)
+    overrides = task.parse_knobs(_parse_assignments(knobs, "--knob"))
     report = analyze_static(task, source=source, arch=arch or default_arch(), knobs=overrides,
                             flags=tuple(flags), source_name=str(candidate or task_path))
     if as_json:
@@ -109,6 +103,48 @@ def analyze_command(task_path: Path, static_only: bool, candidate: Path | None, 
     else:
         render_static_report(console, report)
     if not report.compiled:
+        sys.exit(1)
+
+
+@cli.command("bench")
+@click.argument("task_path", metavar="TASK", type=click.Path(path_type=Path))
+@click.option("--knob", "knobs", multiple=True, metavar="NAME=VALUE", help="Override a knob (repeatable).")
+@click.option("--arch", help="Target architecture (default: the visible GPU).")
+@click.option("--warm", is_flag=True, help="Do not flush L2 before each sample (the output says so).")
+@click.option("--seed", type=int, help="Fix the input seed (default: fresh from os.urandom).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+def bench_command(task_path: Path, knobs: tuple[str, ...], arch: str | None, warm: bool, seed: int | None,
+                  as_json: bool) -> None:
+    """Check TASK's kernel against its reference, then time it (median, p20/p80, GB/s, GFLOP/s)."""
+    from kernelpro.runner import commands
+
+    result = commands.bench(task_path, knobs=_parse_assignments(knobs, "--knob"), arch=arch, warm=warm, seed=seed)
+    click.echo(json.dumps(result.data, indent=2) if as_json else result.text)
+    if not result.ok:
+        sys.exit(1)
+
+
+@cli.command("check")
+@click.argument("task_path", metavar="TASK", type=click.Path(path_type=Path))
+@click.argument("candidate", metavar="CANDIDATE.cu", type=click.Path(path_type=Path))
+@click.option("--knob", "knobs", multiple=True, metavar="NAME=VALUE", help="Override a knob (repeatable).")
+@click.option("--flag", "flags", multiple=True, metavar="FLAG", help="Extra nvcc flag (repeatable).")
+@click.option("--arch", help="Target architecture (default: the visible GPU).")
+@click.option("--warm", is_flag=True, help="Do not flush L2 before each sample.")
+@click.option("--seed", type=int, help="Fix the input seed (default: fresh from os.urandom).")
+@click.option("--no-time", is_flag=True, help="Correctness only.")
+@click.option("--sanitize", is_flag=True, help="Also run compute-sanitizer memcheck (+ racecheck with shared memory).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+def check_command(task_path: Path, candidate: Path, knobs: tuple[str, ...], flags: tuple[str, ...],
+                  arch: str | None, warm: bool, seed: int | None, no_time: bool, sanitize: bool,
+                  as_json: bool) -> None:
+    """Run the full correctness wall on CANDIDATE.cu (a variant of TASK's kernel) and print the verdict."""
+    from kernelpro.runner import commands
+
+    result = commands.check(task_path, candidate, knobs=_parse_assignments(knobs, "--knob"), flags=tuple(flags),
+                            arch=arch, warm=warm, seed=seed, time=not no_time, sanitizer=sanitize)
+    click.echo(json.dumps(result.data, indent=2) if as_json else result.text)
+    if not result.ok:
         sys.exit(1)
 
 

@@ -196,6 +196,19 @@ class Task:
                 continue
         return text
 
+    def parse_knobs(self, texts: Mapping[str, str] | None) -> dict[str, int | float | str]:
+        """``--knob NAME=VALUE`` overrides typed like the task's knob values; an unknown name is an error."""
+        from kernelpro.errors import KernelproError
+
+        parsed = {}
+        for name, text in (texts or {}).items():
+            if name not in self.knobs:
+                known = ", ".join(self.knobs) or "none"
+                raise KernelproError(f"unknown knob {name!r} (task knobs: {known})", file=self.path,
+                                     fix="use a knob declared in the task's [knobs]")
+            parsed[name] = self.parse_knob(name, str(text))
+        return parsed
+
     def env(
         self,
         sizes: Mapping[str, int] | None = None,

@@ -129,3 +129,15 @@ def test_tools_lists_every_tool_with_trigger_and_metrics() -> None:
     assert all(t["fires_when"] for t in data)
     table = run("tools")
     assert table.returncode == 0 and "bank_conflicts" in table.stdout and "fires when" in table.stdout
+
+
+@pytest.mark.parametrize(
+    "args", [("bench", "tasks/vector_add.cu"), ("check", "tasks/vector_add.cu", "tasks/vector_add.cu")]
+)
+def test_gpu_commands_without_a_gpu_fail_in_one_line(args) -> None:
+    from conftest import gpu_available
+
+    if gpu_available():
+        pytest.skip("a GPU is present: the command runs for real")
+    line = assert_one_line_error(run(*args))
+    assert "CuPy is not installed" in line or "no CUDA GPU visible" in line

@@ -1,0 +1,222 @@
+"""Evaluate a candidate end to end: signature, compile, SASS, the wall in a worker, sanitizers.
+
+:class:`Evaluator` is what the CLI and the search call. It runs in the parent process and never
+touches the GPU itself: it compiles the reference (the task's source with default knobs; its
+``correctness.reference`` kernel or else the entry kernel) and the candidate, reads the
+candidate's SASS for lower-precision arithmetic, sends the ``wall`` job to its
+:class:`~kernelpro.runner.supervisor.Supervisor`, turns a hung or crashed worker into a verdict,
+and optionally runs compute-sanitizer on a candidate that passed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from kernelpro.compiler import Compiler, CompileRequest, CompileResult, default_arch, format_diagnostics_for_model
+from kernelpro.cuda_source import find_kernels
+from kernelpro.errors import KernelproError
+from kernelpro.runner import sanitizer
+from kernelpro.runner.inputs import fresh_seed
+from kernelpro.runner.records import CheckFailure, WallVerdict
+from kernelpro.runner.supervisor import JobFailure, Supervisor
+from kernelpro.runner.timing import TimingOptions
+from kernelpro.runner.wall import WallConfig
+from kernelpro.sass import KernelSass, sass_for_cubin
+from kernelpro.task import Task
+
+_JOB_FAILURE_CHECKS = {"timeout": "timeout", "crash": "crash", "cuda-error": "cuda-error"}
+
+
+@dataclass(frozen=True)
+class WallOptions:
+    """How thoroughly to check and time one candidate."""
+
+    seed: int | None = None  # None: a fresh seed from os.urandom per evaluation
+    input_sets: int = 4
+    extra_size_sets: int = 2
+    time: bool = True
+    timing: TimingOptions = field(default_factory=TimingOptions)
+    sanitizer: bool = False  # memcheck, plus racecheck when the kernel uses shared memory
+    guard_bytes: int = 4096
+    timeout_s: float = 900.0
+    idle_timeout_s: float = 60.0
+    sanitizer_timeout_s: float = 600.0
+
+
+def signature_failure(task: Task, source: str) -> CheckFailure | None:
+    """A ``signature`` failure when ``source`` lacks the entry kernel or changes its parameter types."""
+    kernels = find_kernels(source)
+    if task.kernel not in kernels:
+        found = ", ".join(kernels) or "none"
+        return CheckFailure("signature", f"the candidate has no __global__ kernel {task.kernel!r} (found: {found})",
+                            {"kernel": task.kernel})
+    theirs = [(p.is_pointer, p.base_type) for p in kernels[task.kernel].params]
+    ours = [(p.is_pointer, p.base_type) for p in task.signature.params]
+    if theirs != ours:
+        return CheckFailure(
+            "signature",
+            f"the candidate's {task.kernel}({', '.join(p.text for p in kernels[task.kernel].params)}) does not take "
+            f"the task's parameters ({', '.join(p.text for p in task.signature.params)})",
+            {"kernel": task.kernel},
+        )
+    return None
+
+
+def kernel_symbol(result: CompileResult, name: str) -> str | None:
+    """The symbol of kernel ``name`` in a compile result (mangled for C++ linkage)."""
+    if name in result.resources:
+        return name
+    return next((symbol for symbol, res in result.resources.items() if res.name == name), None)
+
+
+def lower_precision_flag(task: Task, kernel: KernelSass) -> CheckFailure | None:
+    """A ``lower-precision`` flag when an FP32/FP64 task's kernel does FP16 arithmetic (unless allowed)."""
+    dtypes = {a.dtype for a in task.args}
+    if task.correctness.allow_lower_precision or dtypes & {"float16", "bfloat16"}:
+        return None
+    if not dtypes & {"float32", "float64"}:
+        return None
+    half = [ins for ins in kernel.instructions if ins.op_class == "fp16"]
+    if not half:
+        return None
+    return CheckFailure(
+        "lower-precision",
+        f"{len(half)} FP16 arithmetic instruction(s) in SASS (e.g. `{half[0].text}`) in a task whose data is FP32 or "
+        "wider: results lose precision unless [correctness] allow_lower_precision = true",
+        {"instructions": len(half), "examples": [ins.text for ins in half[:5]]},
+    )
+
+
+class Evaluator:
+    """Checks and times candidates of tasks; reuse one for many evaluations (it keeps the worker)."""
+
+    def __init__(self, supervisor: Supervisor | None = None, compiler: Compiler | None = None,
+                 arch: str | None = None) -> None:
+        self.supervisor = supervisor or Supervisor()
+        self.compiler = compiler or Compiler()
+        self.arch = arch or default_arch()
+
+    def close(self) -> None:
+        self.supervisor.close()
+
+    def __enter__(self) -> Evaluator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def bench(self, task: Task, *, knobs: Mapping[str, Any] | None = None, flags: tuple[str, ...] = (),
+              options: WallOptions | None = None) -> WallVerdict:
+        """The task's own kernel through the wall (against its reference) and timed."""
+        return self.check(task, task.source, knobs=knobs, flags=flags, options=options, source_name=str(task.path))
+
+    def check(self, task: Task, source: str, *, knobs: Mapping[str, Any] | None = None, flags: tuple[str, ...] = (),
+              options: WallOptions | None = None, source_name: str = "candidate.cu") -> WallVerdict:
+        """Run the whole wall on candidate ``source`` (the task's ``.cu`` with the entry kernel changed)."""
+        options = options or WallOptions()
+        started = time.perf_counter()
+        seed = options.seed if options.seed is not None else fresh_seed()
+        knobs = {**task.default_knobs(), **dict(knobs or {})}
+        base = WallVerdict(task=task.name, kernel=task.kernel, seed=seed)
+
+        def stop(failure: CheckFailure, **extra: Any) -> WallVerdict:
+            return replace(base, failures=(failure,), seconds=time.perf_counter() - started, **extra)
+
+        failure = signature_failure(task, source)
+        if failure is not None:
+            return stop(failure)
+        reference_name = task.correctness.reference or task.kernel
+        reference = self.compiler.compile(CompileRequest(task.source, self.arch, task.defines(),
+                                                         source_name=str(task.path)))
+        reference_symbol = kernel_symbol(reference, reference_name) if reference.ok else None
+        if reference_symbol is None:
+            why = _first_error(reference) if not reference.ok else f"no kernel {reference_name!r} in the cubin"
+            return stop(CheckFailure("reference", f"the task's reference {reference_name} cannot be built: {why}"))
+        candidate = self.compiler.compile(CompileRequest(source, self.arch, task.defines(knobs), tuple(flags),
+                                                         source_name=source_name))
+        if not candidate.ok:
+            return stop(CheckFailure("compile", format_diagnostics_for_model(candidate.diagnostics, source, 2000),
+                                     {"errors": len(candidate.errors)}))
+        symbol = kernel_symbol(candidate, task.kernel)
+        if symbol is None:
+            return stop(CheckFailure("signature", f"the compiled candidate has no kernel {task.kernel!r}"))
+        sass_flags, notes = self._sass_flags(task, candidate, symbol)
+
+        config = WallConfig(seed=seed, input_sets=options.input_sets, extra_size_sets=options.extra_size_sets,
+                            time=options.time, timing=options.timing, guard_bytes=options.guard_bytes)
+        params = {"task_source": task.source, "task_path": str(task.path), "knobs": knobs,
+                  "reference_cubin": str(reference.cubin), "reference_symbol": reference_symbol,
+                  "candidate_cubin": str(candidate.cubin), "candidate_symbol": symbol, "config": config.to_dict()}
+        job = self.supervisor.run("wall", params, timeout=options.timeout_s, idle_timeout=options.idle_timeout_s)
+        verdict = WallVerdict.from_dict(job.value) if job.ok else replace(base, failures=(_job_failure(job.failure),))
+        extra_failures, extra_flags = [], []
+        if options.sanitizer and verdict.ok:
+            extra_failures, extra_flags, more_notes = self._sanitize(task, candidate, symbol, knobs, seed, options)
+            notes += more_notes
+        return replace(verdict, failures=verdict.failures + tuple(extra_failures),
+                       flags=tuple(sass_flags) + verdict.flags + tuple(extra_flags), notes=verdict.notes + tuple(notes),
+                       seconds=time.perf_counter() - started)
+
+    # --- parts ------------------------------------------------------------------------------------
+    def _sass_flags(self, task: Task, result: CompileResult, symbol: str) -> tuple[list[CheckFailure], list[str]]:
+        try:
+            kernels = sass_for_cubin(result.cubin)
+        except KernelproError as exc:
+            return [], [f"SASS not checked for lower-precision arithmetic: {exc}"]
+        kernel = kernels.get(symbol) or next((k for k in kernels.values() if k.base_name == task.kernel), None)
+        if kernel is None:
+            return [], [f"SASS not checked: no function {symbol} in the disassembly"]
+        flag = lower_precision_flag(task, kernel)
+        return ([flag] if flag else []), []
+
+    def _sanitize(self, task: Task, candidate: CompileResult, symbol: str, knobs: Mapping[str, Any], seed: int,
+                  options: WallOptions) -> tuple[list[CheckFailure], list[CheckFailure], list[str]]:
+        tools = ["memcheck"]
+        if _uses_shared_memory(task, candidate, symbol, knobs):
+            tools.append("racecheck")
+        job = {"kind": "launch-once", "params": {"task_source": task.source, "task_path": str(task.path),
+                                                  "knobs": dict(knobs), "candidate_cubin": str(candidate.cubin),
+                                                  "candidate_symbol": symbol, "seed": seed}}
+        failures, flags, notes = [], [], []
+        for tool in tools:
+            try:
+                report = sanitizer.run_sanitizer(tool, job, options.sanitizer_timeout_s)
+            except KernelproError as exc:
+                notes.append(f"compute-sanitizer not run: {exc}")
+                break
+            failure, flag = sanitizer.report_findings(report)
+            failures += [failure] if failure else []
+            flags += [flag] if flag else []
+        return failures, flags, notes
+
+
+def _uses_shared_memory(task: Task, result: CompileResult, symbol: str, knobs: Mapping[str, Any]) -> bool:
+    if result.resources[symbol].shared_static_bytes > 0:
+        return True
+    return any(task.dynamic_shared_bytes(task.env(sizes=s, knobs=knobs)) > 0 for s in task.problem_sizes())
+
+
+def _first_error(result: CompileResult) -> str:
+    errors = result.errors or result.diagnostics
+    return str(errors[0]) if errors else "nvcc failed"
+
+
+def _job_failure(failure: JobFailure | None) -> CheckFailure:
+    if failure is None:
+        return CheckFailure("worker-error", "the worker returned no result")
+    check = _JOB_FAILURE_CHECKS.get(failure.kind, "worker-error")
+    where = {"kind": failure.kind, "stage": failure.stage, "exit_code": failure.exit_code,
+             "stderr_tail": failure.stderr_tail[-2000:]}
+    return CheckFailure(check, failure.message, where)
+
+
+def load_candidate(path: str | Path) -> str:
+    """A candidate file's text, or a KernelproError naming it."""
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KernelproError(f"cannot read candidate: {exc}", file=path, fix="check the path") from None

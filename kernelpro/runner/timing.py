@@ -1,0 +1,186 @@
+"""Time a kernel: warm-up, choice of method, adaptive sampling, throttle handling.
+
+1. **Warm-up**: single launches (events method, L2 flushed unless warm) for at least
+   ``warmup_s`` and ``warmup_launches``; then a probe of 5 more gives the single-launch time.
+2. **Method**: a kernel of ``graph_threshold_s`` (20 µs) or more is timed one launch per sample
+   between a CUDA event pair (``events``). A shorter one is dominated by launch overhead and event
+   resolution, so each sample is ``k`` launches (``k`` ≈ ``batch_target_s`` / single time, at most
+   ``max_batch``) captured in a CUDA graph (``graph``; ``batch`` if capture fails), and the sample
+   is divided by ``k``.
+3. **Cold L2 for batches**: flushing L2 before a sample of ``k`` launches leaves launches 2..k warm
+   when the data fits in L2 (a µs-scale kernel's always does). So the launches rotate over copies
+   of the buffers: ``k`` copies if that is fewer than ``2 x L2 / working set + 1``, else that many
+   (each copy is reused only after twice L2's worth of other data), within
+   ``rotation_budget_bytes`` (the timing says ``partly-warm`` when the budget cut it short).
+4. **Sampling**: :func:`measure` until :func:`~kernelpro.runner.stats.should_stop`; after each
+   sample NVML is read, and a throttled sample is dropped (``drop_throttled``) unless fewer than
+   ``min_samples`` unthrottled ones remain at the end, in which case all are kept and the timing
+   says ``throttled``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from kernelpro.runner.backend import Backend, Geometry
+from kernelpro.runner.nvml import summarize_states
+from kernelpro.runner.records import GpuState, Timing
+from kernelpro.runner.stats import Comparison, RunningStats, StopRule, compare_samples, should_stop, summarize
+
+PROBE_SAMPLES = 5
+
+
+@dataclass(frozen=True)
+class TimingOptions:
+    """How to time (see the module docstring)."""
+
+    warm: bool = False
+    stop: StopRule = field(default_factory=StopRule)
+    warmup_s: float = 0.05
+    warmup_launches: int = 3
+    graph_threshold_s: float = 20e-6
+    batch_target_s: float = 1e-3
+    max_batch: int = 1000
+    use_graph: bool = True
+    drop_throttled: bool = True
+    rotation_budget_bytes: int = 1 << 30
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TimingOptions:
+        values = dict(data)
+        values["stop"] = StopRule(**values.get("stop", {}))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What :func:`measure` collected."""
+
+    samples: tuple[float, ...]  # the samples the statistics use
+    dropped: int  # throttled samples left out
+    throttled: bool  # throttling was seen
+    states: tuple[GpuState, ...]
+    elapsed_s: float
+    stop_reason: str
+    converged: bool
+
+
+def launches_per_sample(single_s: float, options: TimingOptions) -> int:
+    """1 for a kernel of at least the graph threshold, else enough launches to fill ``batch_target_s``."""
+    if single_s >= options.graph_threshold_s:
+        return 1
+    return max(2, min(options.max_batch, math.ceil(options.batch_target_s / max(single_s, 1e-9))))
+
+
+def rotation_copies(working_set_bytes: int, l2_bytes: int, launches: int, budget_bytes: int) -> tuple[int, bool]:
+    """How many buffer copies a sample of ``launches`` launches rotates over, and whether that is enough."""
+    if launches <= 1 or working_set_bytes <= 0:
+        return 1, True
+    needed = min(launches, math.ceil(2 * l2_bytes / working_set_bytes) + 1)
+    affordable = max(1, budget_bytes // working_set_bytes)
+    copies = max(1, min(needed, affordable))
+    return copies, copies >= needed
+
+
+def measure(sample: Callable[[], float], monitor: Callable[[], GpuState | None] | None, rule: StopRule,
+            drop_throttled: bool = True, clock: Callable[[], float] = time.perf_counter,
+            progress: Callable[[str], None] | None = None, progress_every_s: float = 1.0) -> Measurement:
+    """Call ``sample`` (seconds per launch) until ``rule`` says stop; read ``monitor`` after each."""
+    kept: list[float] = []
+    dropped: list[float] = []
+    states: list[GpuState] = []
+    running = RunningStats()
+    start = last_report = clock()
+    while True:
+        value = sample()
+        state = monitor() if monitor is not None else None
+        if state is not None:
+            states.append(state)
+        if state is not None and state.throttled and drop_throttled:
+            dropped.append(value)
+        else:
+            kept.append(value)
+            running.add(value)
+        now = clock()
+        elapsed = now - start
+        reason = should_stop(rule, running.n, running.rel_std, elapsed)
+        if reason is None and len(kept) + len(dropped) >= rule.max_samples:
+            reason = "max-samples"
+        if reason is None and elapsed >= rule.max_time_s and len(kept) + len(dropped) >= rule.min_samples:
+            reason = "max-time"  # mostly throttled samples: stop anyway, keep them below
+        if reason is not None:
+            break
+        if progress is not None and now - last_report >= progress_every_s:
+            progress(f"timing: {len(kept)} samples")
+            last_report = now
+    throttled = bool(dropped) or any(s.throttled for s in states)
+    if len(kept) < rule.min_samples and dropped:
+        kept += dropped
+        dropped = []
+    converged = summarize(kept).rel_std <= rule.target_rel_std
+    return Measurement(tuple(kept), len(dropped), throttled, tuple(states), elapsed, reason, converged)
+
+
+def time_kernel(backend: Backend, kernel: Any, geometry: Geometry, args: Sequence[Any],
+                copy_args: Callable[[int], list[Sequence[Any]]], working_set_bytes: int,
+                options: TimingOptions, progress: Callable[[str], None] | None = None,
+                clock: Callable[[], float] = time.perf_counter) -> Timing:
+    """Time ``kernel`` launched with ``args``; ``copy_args(n)`` makes ``n`` more argument tuples on copied buffers."""
+    flush = not options.warm
+    single = backend.timed_runner(kernel, geometry, [args], 1, flush, use_graph=False)
+    try:
+        start, count = clock(), 0
+        while count < options.warmup_launches or clock() - start < options.warmup_s:
+            single.sample()
+            count += 1
+        probe = sorted(single.sample() for _ in range(PROBE_SAMPLES))[PROBE_SAMPLES // 2]
+    except BaseException:
+        single.close()
+        raise
+    k = launches_per_sample(probe, options)
+    copies, enough = 1, True
+    runner = single
+    if k > 1:
+        single.close()
+        if not options.warm:
+            copies, enough = rotation_copies(working_set_bytes, backend.device_info().l2_bytes, k,
+                                             options.rotation_budget_bytes)
+        arg_sets = [args, *copy_args(copies - 1)] if copies > 1 else [args]
+        runner = backend.timed_runner(kernel, geometry, arg_sets, k, flush, options.use_graph)
+    try:
+        result = measure(lambda: runner.sample() / k, backend.gpu_state, options.stop, options.drop_throttled,
+                         clock=clock, progress=progress)
+    finally:
+        runner.close()
+    stats = summarize(result.samples)
+    if options.warm:
+        l2 = "warm"
+    elif k == 1:
+        l2 = "flushed"
+    else:
+        l2 = "rotated" if enough else "partly-warm"
+    return Timing(
+        median_s=stats.median, p20_s=stats.p20, p80_s=stats.p80, std_s=stats.std, mean_s=stats.mean, n=stats.n,
+        method=runner.method, launches_per_sample=k, l2=l2, buffer_copies=copies, converged=result.converged,
+        stop_reason=result.stop_reason, dropped_throttled=result.dropped, throttled=result.throttled,
+        elapsed_s=result.elapsed_s, clocks=summarize_states(result.states), samples_s=result.samples,
+    )
+
+
+def compare_timings(candidate: Timing, baseline: Timing, alpha: float = 0.01, min_effect: float = 0.01) -> Comparison:
+    """Is ``candidate`` faster than ``baseline``, slower, or a tie inside the noise (see :mod:`.stats`)?
+
+    Both must be cold or both warm: a warm time is not comparable with a cold one.
+    """
+    if (candidate.l2 == "warm") != (baseline.l2 == "warm"):
+        raise ValueError(f"cannot compare a {candidate.l2} timing with a {baseline.l2} one")
+    a = candidate.samples_s or (candidate.median_s,)
+    b = baseline.samples_s or (baseline.median_s,)
+    return compare_samples(a, b, alpha, min_effect)

@@ -1,0 +1,20 @@
+// task: scale.cu
+// expect: stateful
+// Correct for its first 20 launches (more than the wall's checks before timing use), then returns at
+// once: only the check after the timed launches sees it.
+__device__ int launches = 0;
+__device__ unsigned int finished = 0;
+
+extern "C" __global__ void scale(const float* x, float* y, float a, int n) {
+    if (*(volatile int*)&launches >= 20) return;
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = a * x[i];
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence();
+        if (atomicAdd(&finished, 1u) == gridDim.x - 1) {
+            launches += 1;
+            finished = 0;
+        }
+    }
+}
