@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import click
@@ -104,6 +105,99 @@ def analyze_command(task_path: Path, static_only: bool, candidate: Path | None, 
         render_static_report(console, report)
     if not report.compiled:
         sys.exit(1)
+
+
+def parse_duration(text: str | None) -> float | None:
+    """``90s``, ``15m``, ``1h30m`` or plain seconds → seconds."""
+    if text is None:
+        return None
+    import re
+
+    parts = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text)
+    if not text.strip() or parts is None or not any(parts.groups()):
+        raise click.BadParameter(f"{text!r}: use e.g. 90s, 15m or 1h30m", param_hint="--time")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in parts.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+@cli.command("optimize")
+@click.argument("task_path", metavar="TASK", type=click.Path(path_type=Path), required=False)
+@click.option("--budget", type=click.IntRange(min=1), default=60, show_default=True,
+              help="Most evaluations, the baseline included.")
+@click.option("--time", "time_limit", metavar="DURATION", help="Wall-clock limit, e.g. 15m or 1h30m.")
+@click.option("--max-tokens", type=click.IntRange(min=1), help="LLM token budget.")
+@click.option("--max-dollars", type=float, help="LLM spend budget in USD.")
+@click.option("--proposer", type=click.Choice(["llm", "offline"]),
+              help="Default: llm when ANTHROPIC_API_KEY is set, else offline.")
+@click.option("--model", help="Model for --proposer llm.")
+@click.option("--resume", "resume_dir", type=click.Path(path_type=Path), help="Continue the run in this folder.")
+@click.option("--out", type=click.Path(path_type=Path), help="Run folder (default: results/<task>/<run-id>).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Search seed.")
+@click.option("--arch", help="Target architecture (default: the visible GPU).")
+@click.option("--warm", is_flag=True, help="Time with a warm L2 (the report says so).")
+@click.option("--no-profile", is_flag=True, help="Diagnose from static analysis only (no Nsight Compute).")
+def optimize_command(task_path: Path | None, budget: int, time_limit: str | None, max_tokens: int | None,
+                     max_dollars: float | None, proposer: str | None, model: str | None, resume_dir: Path | None,
+                     out: Path | None, seed: int, arch: str | None, warm: bool, no_profile: bool) -> None:
+    """Search for a faster kernel for TASK that passes the correctness wall; write results/<task>/<run-id>/."""
+    from kernelpro import optimize as opt
+    from kernelpro.compiler import default_arch
+    from kernelpro.live import LiveStatus, summary_table
+    from kernelpro.runner.device import require_gpu
+    from kernelpro.runner.evaluate import Evaluator, WallOptions
+    from kernelpro.search import Budget
+    from kernelpro.task_loader import load_task
+    from kernelpro.toolchain import find_tool
+
+    max_seconds = parse_duration(time_limit)
+    if resume_dir is not None:
+        settings = opt.RunSettings.load(resume_dir)
+        run_dir, task = resume_dir, load_task(settings.task_path)
+    else:
+        if task_path is None:
+            raise click.UsageError("give a TASK file, or --resume RUN_DIR")
+        task = load_task(task_path)
+        kind = proposer or opt.default_proposer()
+        run_dir = out or opt.new_run_dir(Path("results"), task)
+        settings = opt.RunSettings(str(task_path), kind, model, arch or default_arch(), seed, not no_profile, warm,
+                                   " ".join(["kernelpro", *sys.argv[1:]]),
+                                   created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    require_gpu()
+    chosen = opt.make_proposer(settings.proposer, task, settings.model)
+    runner = Evaluator(arch=settings.arch)
+    use_ncu = settings.profile and find_tool("ncu", required=False) is not None
+    if settings.profile and not use_ncu:
+        console.print("[yellow]ncu not found: diagnosing from static analysis only[/yellow]")
+    if resume_dir is None:
+        settings.save(run_dir)
+    limits = Budget(max_evaluations=budget, max_seconds=max_seconds, max_tokens=max_tokens, max_dollars=max_dollars)
+    try:
+        with LiveStatus(console, task.name) as status:
+            evaluator = opt.WallEvaluator(task, runner, warm=settings.warm, observer=status.evaluated)
+            diagnoser = opt.ProfilingDiagnoser(task, runner.compiler, settings.arch, use_ncu=use_ncu,
+                                               warn=lambda m: console.print(f"[yellow]{m}[/yellow]"))
+            result = opt.run_search(run_dir, task, evaluator=evaluator,
+                                    proposer=opt.ObservedProposer(chosen, status.proposed), diagnoser=diagnoser,
+                                    budget=limits, seed=settings.seed, resume=resume_dir is not None)
+
+        def final_check(node):  # the winner must also be clean under compute-sanitizer
+            verdict = runner.check(task, node.variant.source, knobs=task.parse_knobs(node.variant.knob_values),
+                                   flags=node.variant.flags, options=WallOptions(time=False, sanitizer=True))
+            if verdict.ok:
+                return True, "passed the wall again and compute-sanitizer" + \
+                    ("" if not verdict.notes else f" ({'; '.join(verdict.notes)})")
+            return False, f"failed the final check: {verdict.failures[0]}"
+
+        gpu = str(result.best.evaluation.summary.get("gpu", "unknown"))
+        files, best, _ = opt.finish_run(run_dir, task, result, settings, final_check, {"GPU": gpu})
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: every evaluated candidate is in {run_dir}/journal.jsonl; continue with "
+                   f"`kernelpro optimize --resume {run_dir}`", err=True)
+        sys.exit(130)
+    finally:
+        runner.close()
+    console.print(summary_table(result, str(run_dir)))
+    console.print(f"winner: {files.best} (node {best.id}); report: {files.report}", highlight=False)
 
 
 @cli.command("bench")

@@ -141,3 +141,14 @@ def test_gpu_commands_without_a_gpu_fail_in_one_line(args) -> None:
         pytest.skip("a GPU is present: the command runs for real")
     line = assert_one_line_error(run(*args))
     assert "CuPy is not installed" in line or "no CUDA GPU visible" in line
+
+
+def test_optimize_errors_are_one_line(tmp_path: Path) -> None:
+    line = assert_one_line_error(run("optimize", "--resume", str(tmp_path)))
+    assert "not a kernelpro run directory" in line
+    from conftest import gpu_available
+
+    if not gpu_available():
+        line = assert_one_line_error(run("optimize", "tasks/vector_add.cu", "--budget", "3"))
+        assert "CuPy is not installed" in line or "no CUDA GPU visible" in line
+        assert not (ROOT / "results" / "vector_add").exists()  # nothing written when nothing can run

@@ -74,10 +74,11 @@ def smallest_size(task: Task, knobs: dict[str, Any]) -> int:
 
 
 def launch_once_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    """Launch the candidate once at the smallest problem size, without pool or guards (for compute-sanitizer)."""
+    """Launch the candidate without pool or guards: once at the smallest problem size (for compute-sanitizer),
+    or ``launches`` times at problem size ``size_index`` (0: the benchmark size, for Nsight Compute)."""
     task = _task(params)
     knobs = dict(params.get("knobs", {}))
-    size_index = smallest_size(task, knobs)
+    size_index = params["size_index"] if params.get("size_index") is not None else smallest_size(task, knobs)
     sizes = task.problem_sizes()[size_index]
     env = task.env(sizes=sizes, knobs=knobs)
     backend = CupyBackend(int(params.get("device", 0)), use_pool=False)
@@ -87,7 +88,8 @@ def launch_once_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
         shapes = {arg.name: task.shape(arg, env) for arg in task.buffers}
         buffers = DeviceBuffers(backend.xp, task, shapes, inputs, 0, backend.to_host)
         geometry = Geometry(task.grid(env), task.block(env), task.dynamic_shared_bytes(env))
-        backend.launch(kernel, geometry, buffers.kernel_args(scalar_args(task, env)))
+        for _ in range(int(params.get("launches", 1))):
+            backend.launch(kernel, geometry, buffers.kernel_args(scalar_args(task, env)))
         backend.synchronize()
         del buffers
     finally:
