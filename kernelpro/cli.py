@@ -76,19 +76,18 @@ def tasks_command(folder: Path, as_json: bool) -> None:
 @click.option("--knob", "knobs", multiple=True, metavar="NAME=VALUE", help="Override a knob (repeatable).")
 @click.option("--flag", "flags", multiple=True, metavar="FLAG", help="Extra nvcc flag (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+@click.option("--raw-counters", is_flag=True, help="Append the raw counters to the prescriptions (for ablations).")
+@click.option("--plot", type=click.Path(path_type=Path), metavar="PNG", help="Draw the roofline with the kernel.")
 def analyze_command(task_path: Path, static_only: bool, candidate: Path | None, arch: str | None,
-                    knobs: tuple[str, ...], flags: tuple[str, ...], as_json: bool) -> None:
-    """Analyze TASK: resources, occupancy and SASS findings (--static), profiled diagnosis on a GPU."""
+                    knobs: tuple[str, ...], flags: tuple[str, ...], as_json: bool, raw_counters: bool,
+                    plot: Path | None) -> None:
+    """Analyze TASK: resources, occupancy and SASS findings (--static, no GPU); on a GPU also timing,
+    the roofline verdict and the micro-profiling tools' prescriptions."""
     from kernelpro.compiler import default_arch
     from kernelpro.render import render_static_report
     from kernelpro.static_analysis import analyze_static
     from kernelpro.task_loader import load_task
 
-    if not static_only:
-        raise KernelproError(
-            "profiled analysis (Nsight Compute counters, roofline, micro-profiling tools) is not in this version",
-            fix="run `kernelpro analyze TASK --static` for compile-time analysis",
-        )
     task = load_task(task_path)
     source = task.source
     if candidate is not None:
@@ -97,6 +96,9 @@ def analyze_command(task_path: Path, static_only: bool, candidate: Path | None, 
         except OSError as exc:
             raise KernelproError(f"cannot read candidate: {exc}", file=candidate, fix="check the path") from None
     overrides = task.parse_knobs(_parse_assignments(knobs, "--knob"))
+    if not static_only:
+        _analyze_on_gpu(task, source, arch, overrides, tuple(flags), as_json, raw_counters, plot)
+        return
     report = analyze_static(task, source=source, arch=arch or default_arch(), knobs=overrides,
                             flags=tuple(flags), source_name=str(candidate or task_path))
     if as_json:
@@ -104,6 +106,48 @@ def analyze_command(task_path: Path, static_only: bool, candidate: Path | None, 
     else:
         render_static_report(console, report)
     if not report.compiled:
+        sys.exit(1)
+
+
+def _analyze_on_gpu(task, source: str, arch: str | None, knobs: dict, flags: tuple[str, ...], as_json: bool,
+                    raw_counters: bool, plot: Path | None) -> None:
+    """Wall + timing, then static analysis and the two-stage profile digested into prescriptions."""
+    from kernelpro.optimize import ProfilingDiagnoser
+    from kernelpro.render import render_static_report
+    from kernelpro.runner.commands import achieved_rates, render
+    from kernelpro.runner.device import require_gpu
+    from kernelpro.runner.evaluate import Evaluator
+    from kernelpro.search import Variant
+    from kernelpro.toolchain import find_tool
+
+    require_gpu()
+    if find_tool("ncu", required=False) is None:
+        raise KernelproError("`ncu` (Nsight Compute) not found", fix="install Nsight Compute and put ncu on PATH, "
+                             "or use --static")
+    with Evaluator(arch=arch) as runner:
+        verdict = runner.check(task, source, knobs=knobs, flags=flags)
+        variant = Variant(source, tuple((k, str(v)) for k, v in {**task.default_knobs(), **knobs}.items()), flags)
+        diagnoser = ProfilingDiagnoser(task, runner.compiler, runner.arch, warn=lambda m: None)
+        diagnosis, static, ctx = diagnoser.analyze(variant)
+    if not diagnoser.use_ncu:
+        raise KernelproError("Nsight Compute could not profile the kernel (see `kernelpro doctor`)",
+                             fix="check ncu's permission to read counters (ERR_NVGPUCTRPERM), or use --static")
+    if plot is not None and ctx.verdict is not None:
+        from kernelpro.roofline import plot_roofline
+
+        plot_roofline([(task.name, ctx.verdict)], plot)
+    if as_json:
+        click.echo(json.dumps({"wall": verdict.to_dict(), "static": static.to_json(),
+                               "diagnosis": diagnosis.to_dict(),
+                               "prompt": diagnosis.render(raw_counters=raw_counters)}, indent=2))
+    else:
+        click.echo(render(task, verdict, f"analyze {task.name}", achieved_rates(task, verdict, knobs)))
+        render_static_report(console, static)
+        console.rule("diagnosis (what the proposer sees)")
+        console.print(diagnosis.render(raw_counters=raw_counters), highlight=False, markup=False)
+        if plot is not None:
+            console.print(f"roofline plot: {plot}", highlight=False)
+    if not verdict.ok:
         sys.exit(1)
 
 

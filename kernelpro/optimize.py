@@ -160,17 +160,20 @@ class ProfilingDiagnoser:
         self.use_ncu = use_ncu
         self.warn = warn or (lambda message: print(message, file=sys.stderr))
 
-    def diagnose(self, node: Node) -> SearchDiagnosis:
+    def analyze(self, variant: Variant) -> tuple[Any, Any, Any]:
+        """``(diagnosis, static report, diagnosis context)`` of a variant (also for ``kernelpro analyze``)."""
         from kernelpro.diagnosis import build_context, diagnose
         from kernelpro.static_analysis import analyze_static
 
-        variant = node.variant
         knobs = self.task.parse_knobs(variant.knob_values)
         static = analyze_static(self.task, source=variant.source, arch=self.arch, knobs=knobs,
                                 flags=variant.flags, compiler=self.compiler)
         profile = self._profile(variant, knobs, static) if self.use_ncu and static.compiled else None
         ctx = build_context(profile, task=self.task, static=static, knobs=knobs)
-        result = diagnose(ctx)
+        return diagnose(ctx), static, ctx
+
+    def diagnose(self, node: Node) -> SearchDiagnosis:
+        result, _, _ = self.analyze(node.variant)
         return SearchDiagnosis(text=result.render(), actions=result.actions, details=result.to_dict())
 
     def _profile(self, variant: Variant, knobs: Mapping[str, Any], static: Any) -> Any:
