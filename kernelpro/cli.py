@@ -185,7 +185,7 @@ def optimize_command(task_path: Path | None, budget: int, time_limit: str | None
                      out: Path | None, seed: int, arch: str | None, warm: bool, no_profile: bool) -> None:
     """Search for a faster kernel for TASK that passes the correctness wall; write results/<task>/<run-id>/."""
     from kernelpro import optimize as opt
-    from kernelpro.compiler import default_arch
+    from kernelpro.compiler import Compiler, default_arch
     from kernelpro.live import LiveStatus, summary_table
     from kernelpro.runner.device import require_gpu
     from kernelpro.runner.evaluate import Evaluator, WallOptions
@@ -207,8 +207,9 @@ def optimize_command(task_path: Path | None, budget: int, time_limit: str | None
                                    " ".join(["kernelpro", *sys.argv[1:]]),
                                    created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     require_gpu()
-    chosen = opt.make_proposer(settings.proposer, task, settings.model)
-    runner = Evaluator(arch=settings.arch)
+    compiler = Compiler()
+    chosen = opt.make_proposer(settings.proposer, task, settings.model, compiler=compiler, arch=settings.arch)
+    runner = Evaluator(compiler=compiler, arch=settings.arch)
     use_ncu = settings.profile and find_tool("ncu", required=False) is not None
     if settings.profile and not use_ncu:
         console.print("[yellow]ncu not found: diagnosing from static analysis only[/yellow]")

@@ -40,6 +40,9 @@ from kernelpro.ptxas import KernelResources, demangle_names, parse_ptx_launch_bo
 
 CACHE_FORMAT = 1  # bump when result.json changes meaning; old entries then read as misses
 DEFAULT_ARCH = "sm_90"
+# The name search candidates compile under: the cache key includes it, so every component that compiles a
+# candidate (the offline proposer's check, the evaluator, the diagnoser) shares one cache entry per variant.
+CANDIDATE_NAME = "candidate.cu"
 _MACRO_NAME = re.compile(r"[A-Za-z_]\w*")
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from kernelpro import __version__
-from kernelpro.compiler import Compiler, CompileRequest
+from kernelpro.compiler import CANDIDATE_NAME, Compiler, CompileRequest
 from kernelpro.errors import KernelproError
 from kernelpro.report import RunFiles, write_run
 from kernelpro.search import Budget, Evaluation, MCTSConfig, Node, Proposal, ProposalRequest, Proposer, Variant
@@ -113,10 +113,10 @@ class WallEvaluator:
         knobs = self.task.parse_knobs(variant.knob_values)
         started = time.perf_counter()
         self.runner.compiler.compile(CompileRequest(variant.source, self.runner.arch, self.task.defines(knobs),
-                                                    variant.flags, source_name=f"{self.task.name}-candidate.cu"))
+                                                    variant.flags, source_name=CANDIDATE_NAME))
         compile_s = time.perf_counter() - started
         verdict = self.runner.check(self.task, variant.source, knobs=knobs, flags=variant.flags,
-                                    options=self.options, source_name=f"{self.task.name}-candidate.cu")
+                                    options=self.options, source_name=CANDIDATE_NAME)
         timing_s = verdict.timing.elapsed_s if verdict.timing else 0.0
         stages = {"compile": compile_s, "wall": max(verdict.seconds - timing_s, 0.0), "timing": timing_s}
         if not verdict.ok or verdict.timing is None:
@@ -181,7 +181,7 @@ class ProfilingDiagnoser:
 
         entry = static.entry
         result = self.compiler.compile(CompileRequest(variant.source, self.arch, self.task.defines(knobs),
-                                                      variant.flags, source_name=f"{self.task.name}-candidate.cu"))
+                                                      variant.flags, source_name=CANDIDATE_NAME))
         job = {"kind": "launch-once", "params": {
             "task_source": self.task.source, "task_path": str(self.task.path), "knobs": dict(knobs),
             "candidate_cubin": str(result.cubin), "candidate_symbol": entry.symbol, "seed": 0,
@@ -213,8 +213,10 @@ class ObservedProposer:
         return proposal
 
 
-def make_proposer(kind: str, task: Task, model: str | None) -> Proposer:
-    """The LLM proposer (needs ANTHROPIC_API_KEY) or the offline one."""
+def make_proposer(kind: str, task: Task, model: str | None, *, compiler: Compiler | None = None,
+                  arch: str | None = None) -> Proposer:
+    """The LLM proposer (needs ANTHROPIC_API_KEY) or the offline one (which compiles its candidates with
+    ``compiler`` for ``arch`` to drop no-ops before they cost a GPU evaluation)."""
     if kind == "llm":
         from kernelpro.search.llm import LLMProposer
 
@@ -222,7 +224,7 @@ def make_proposer(kind: str, task: Task, model: str | None) -> Proposer:
     if kind == "offline":
         from kernelpro.search.offline import OfflineProposer
 
-        return OfflineProposer(task)
+        return OfflineProposer(task, compiler=compiler, arch=arch)
     raise KernelproError(f"unknown proposer {kind!r}", fix="use --proposer llm or --proposer offline")
 
 
