@@ -126,13 +126,18 @@ _LAUNCH_BOUNDS = re.compile(r"__launch_bounds__\s*\(")
 _IDENT = re.compile(r"[A-Za-z_]\w*")
 
 
-def _matching(text: str, open_at: int, open_ch: str, close_ch: str) -> int:
-    """Offset of the bracket closing the one at ``open_at`` (or -1)."""
-    depth = 0
+_CLOSERS = {"(": ")", "[": "]", "{": "}"}
+
+
+def matching_bracket(text: str, open_at: int) -> int:
+    """Offset of the bracket closing the ``(``, ``[`` or ``{`` at ``open_at``; -1 when unbalanced or no bracket."""
+    if not 0 <= open_at < len(text) or text[open_at] not in _CLOSERS:
+        return -1
+    opener, closer, depth = text[open_at], _CLOSERS[text[open_at]], 0
     for k in range(open_at, len(text)):
-        if text[k] == open_ch:
+        if text[k] == opener:
             depth += 1
-        elif text[k] == close_ch:
+        elif text[k] == closer:
             depth -= 1
             if depth == 0:
                 return k
@@ -180,7 +185,7 @@ def find_kernels(source: str) -> dict[str, KernelSignature]:
         lb = _LAUNCH_BOUNDS.search(code, match.end(), paren + 1)
         if lb:  # __launch_bounds__(...) sits between __global__ and the name; skip past it
             lb_open = lb.end() - 1
-            lb_close = _matching(code, lb_open, "(", ")")
+            lb_close = matching_bracket(code, lb_open)
             bounds = code[lb_open + 1 : lb_close].strip()
             paren = code.find("(", lb_close + 1)
             head = code[lb_close + 1 : paren]
@@ -188,19 +193,19 @@ def find_kernels(source: str) -> dict[str, KernelSignature]:
         if not names:
             continue
         name = names[-1]
-        close = _matching(code, paren, "(", ")")
+        close = matching_bracket(code, paren)
         if close < 0:
             continue
         after = code[close + 1 :].lstrip()
         if after.startswith("__launch_bounds__"):
             lb_open = code.find("(", close + 1)
-            lb_close = _matching(code, lb_open, "(", ")")
+            lb_close = matching_bracket(code, lb_open)
             bounds = code[lb_open + 1 : lb_close].strip()
             after = code[lb_close + 1 :].lstrip()
         if not after.startswith("{"):
             continue  # a declaration, not a definition
         body_open = code.find("{", close)
-        body_close = _matching(code, body_open, "{", "}")
+        body_close = matching_bracket(code, body_open)
         start = _declaration_start(code, match.start())
         raw_params = source[paren + 1 : close]
         params = tuple(parse_param(p) for p in _split_top_level(blank_comments_and_strings(raw_params)))

@@ -43,7 +43,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from kernelpro.cuda_source import KernelSignature, blank_comments_and_strings, find_kernels
+from kernelpro.cuda_source import KernelSignature, blank_comments_and_strings, find_kernels, matching_bracket
 from kernelpro.errors import KernelproError
 
 
@@ -90,18 +90,10 @@ def _locate(source: str, kernel: str) -> _Kernel:
 
 def _matching(code: str, at: int) -> int:
     """Offset of the bracket closing the one at ``at``."""
-    pairs = {"(": ")", "[": "]", "{": "}"}
-    if at >= len(code) or code[at] not in pairs:
-        raise TransformError(f"expected a bracket at offset {at}")
-    opener, closer, depth = code[at], pairs[code[at]], 0
-    for k in range(at, len(code)):
-        if code[k] == opener:
-            depth += 1
-        elif code[k] == closer:
-            depth -= 1
-            if depth == 0:
-                return k
-    raise TransformError(f"unbalanced {opener!r} at offset {at}")
+    close = matching_bracket(code, at)
+    if close < 0:
+        raise TransformError(f"no balanced bracket at offset {at}")
+    return close
 
 
 def _skip_space(code: str, pos: int, end: int) -> int:

@@ -52,17 +52,8 @@ def bench(task_path: str | Path, *, knobs: Mapping[str, str] | None = None, arch
           warm: bool = False, seed: int | None = None, evaluator: Evaluator | None = None) -> CommandResult:
     """Check the task's kernel against its reference, then time it."""
     task = load_task(task_path)
-    config = task.parse_knobs(knobs)
-    own = evaluator is None
-    if own:
-        require_gpu()
-    evaluator = evaluator or Evaluator(arch=arch)
-    try:
-        verdict = evaluator.bench(task, knobs=config, options=_options(seed, warm, True, False))
-    finally:
-        if own:
-            evaluator.close()
-    return _result(task, verdict, config, f"bench {task.name} ({task_path})")
+    return _run(task, task.source, str(task.path), task.parse_knobs(knobs), (), _options(seed, warm, True, False),
+                arch, evaluator, f"bench {task.name} ({task_path})")
 
 
 def check(task_path: str | Path, candidate_path: str | Path, *, knobs: Mapping[str, str] | None = None,
@@ -70,19 +61,23 @@ def check(task_path: str | Path, candidate_path: str | Path, *, knobs: Mapping[s
           time: bool = True, sanitizer: bool = False, evaluator: Evaluator | None = None) -> CommandResult:
     """Run the whole correctness wall (and timing) on a candidate file."""
     task = load_task(task_path)
-    source = load_candidate(candidate_path)
-    config = task.parse_knobs(knobs)
+    return _run(task, load_candidate(candidate_path), str(candidate_path), task.parse_knobs(knobs), tuple(flags),
+                _options(seed, warm, time, sanitizer), arch, evaluator,
+                f"check {candidate_path} against {task.name} ({task_path})")
+
+
+def _run(task: Task, source: str, source_name: str, knobs: Mapping[str, Any], flags: tuple[str, ...],
+         options: WallOptions, arch: str | None, evaluator: Evaluator | None, title: str) -> CommandResult:
     own = evaluator is None
     if own:
         require_gpu()
     evaluator = evaluator or Evaluator(arch=arch)
     try:
-        verdict = evaluator.check(task, source, knobs=config, flags=tuple(flags),
-                                  options=_options(seed, warm, time, sanitizer), source_name=str(candidate_path))
+        verdict = evaluator.check(task, source, knobs=knobs, flags=flags, options=options, source_name=source_name)
     finally:
         if own:
             evaluator.close()
-    return _result(task, verdict, config, f"check {candidate_path} against {task.name} ({task_path})")
+    return _result(task, verdict, knobs, title)
 
 
 def _result(task: Task, verdict: WallVerdict, knobs: Mapping[str, Any], title: str) -> CommandResult:
