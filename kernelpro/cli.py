@@ -185,13 +185,10 @@ def optimize_command(task_path: Path | None, budget: int, time_limit: str | None
                      out: Path | None, seed: int, arch: str | None, warm: bool, no_profile: bool) -> None:
     """Search for a faster kernel for TASK that passes the correctness wall; write results/<task>/<run-id>/."""
     from kernelpro import optimize as opt
-    from kernelpro.compiler import Compiler, default_arch
-    from kernelpro.live import LiveStatus, summary_table
-    from kernelpro.runner.device import require_gpu
-    from kernelpro.runner.evaluate import Evaluator, WallOptions
+    from kernelpro.compiler import default_arch
+    from kernelpro.live import summary_table
     from kernelpro.search import Budget
     from kernelpro.task_loader import load_task
-    from kernelpro.toolchain import find_tool
 
     max_seconds = parse_duration(time_limit)
     if resume_dir is not None:
@@ -201,48 +198,21 @@ def optimize_command(task_path: Path | None, budget: int, time_limit: str | None
         if task_path is None:
             raise click.UsageError("give a TASK file, or --resume RUN_DIR")
         task = load_task(task_path)
-        kind = proposer or opt.default_proposer()
         run_dir = out or opt.new_run_dir(Path("results"), task)
-        settings = opt.RunSettings(str(task_path), kind, model, arch or default_arch(), seed, not no_profile, warm,
-                                   " ".join(["kernelpro", *sys.argv[1:]]),
+        settings = opt.RunSettings(str(task_path), proposer or opt.default_proposer(), model, arch or default_arch(),
+                                   seed, not no_profile, warm, " ".join(["kernelpro", *sys.argv[1:]]),
                                    created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    require_gpu()
-    compiler = Compiler()
-    chosen = opt.make_proposer(settings.proposer, task, settings.model, compiler=compiler, arch=settings.arch)
-    runner = Evaluator(compiler=compiler, arch=settings.arch)
-    use_ncu = settings.profile and find_tool("ncu", required=False) is not None
-    if settings.profile and not use_ncu:
-        console.print("[yellow]ncu not found: diagnosing from static analysis only[/yellow]")
-    if resume_dir is None:
-        settings.save(run_dir)
     limits = Budget(max_evaluations=budget, max_seconds=max_seconds, max_tokens=max_tokens, max_dollars=max_dollars)
     try:
-        with LiveStatus(console, task.name) as status:
-            evaluator = opt.WallEvaluator(task, runner, warm=settings.warm, observer=status.evaluated)
-            diagnoser = opt.ProfilingDiagnoser(task, runner.compiler, settings.arch, use_ncu=use_ncu,
-                                               warn=lambda m: console.print(f"[yellow]{m}[/yellow]"))
-            result = opt.run_search(run_dir, task, evaluator=evaluator,
-                                    proposer=opt.ObservedProposer(chosen, status.proposed), diagnoser=diagnoser,
-                                    budget=limits, seed=settings.seed, resume=resume_dir is not None)
-
-        def final_check(node):  # the winner must also be clean under compute-sanitizer
-            verdict = runner.check(task, node.variant.source, knobs=task.parse_knobs(node.variant.knob_values),
-                                   flags=node.variant.flags, options=WallOptions(time=False, sanitizer=True))
-            if verdict.ok:
-                return True, "passed the wall again and compute-sanitizer" + \
-                    ("" if not verdict.notes else f" ({'; '.join(verdict.notes)})")
-            return False, f"failed the final check: {verdict.failures[0]}"
-
-        gpu = str(result.best.evaluation.summary.get("gpu", "unknown"))
-        files, best, _ = opt.finish_run(run_dir, task, result, settings, final_check, {"GPU": gpu})
+        outcome = opt.optimize_task(task, settings, run_dir, budget=limits, resume=resume_dir is not None,
+                                    console=console)
     except KeyboardInterrupt:
         click.echo(f"interrupted: every evaluated candidate is in {run_dir}/journal.jsonl; continue with "
                    f"`kernelpro optimize --resume {run_dir}`", err=True)
         sys.exit(130)
-    finally:
-        runner.close()
-    console.print(summary_table(result, str(run_dir)))
-    console.print(f"winner: {files.best} (node {best.id}); report: {files.report}", highlight=False)
+    console.print(summary_table(outcome.result, str(run_dir)))
+    console.print(f"winner: {outcome.files.best} (node {outcome.best.id}); report: {outcome.files.report}",
+                  highlight=False)
 
 
 @cli.command("bench")
@@ -310,6 +280,58 @@ def doctor_command() -> None:
         mark = "[green]ok[/green]     " if where != "missing" else "[yellow]missing[/yellow]"
         hint = f"  ({INSTALL_HINTS[name]})" if where == "missing" else ""
         console.print(f"{mark} {name:<18} {where}{hint}", highlight=False)
+
+
+@cli.command("export")
+@click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
+@click.option("--repo", type=click.Path(path_type=Path), required=True, help="The repository to commit into.")
+@click.option("--file", "file", metavar="PATH", help="Target file inside --repo (default: the task's [origin] path).")
+@click.option("--function", metavar="NAME", help="Target __global__ function (default: the task's [origin]).")
+@click.option("--branch", help="Branch to create (default: kernelpro/<task>-<run-id>).")
+@click.option("--open-pr", is_flag=True, help="Push and open a pull request with gh (or print the commands).")
+def export_command(run_dir: Path, repo: Path, file: str | None, function: str | None, branch: str | None,
+                   open_pr: bool) -> None:
+    """Commit RUN's verified winner into --repo on a new branch; write the PR description to RUN/PR.md."""
+    from kernelpro import export
+
+    result = export.export(run_dir, repo, file=file, function=function, branch=branch)
+    click.echo(f"committed {result.commit[:12]} on branch {result.branch} ({result.file}); "
+               f"PR description: {result.pr_file}")
+    if open_pr:
+        opened, text = export.open_pr(result, repo)
+        click.echo(text if opened else f"gh not found; open the pull request with:\n{text}")
+
+
+@cli.command("regress")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--tolerance", default="5%", show_default=True, help="Allowed slowdown of the median.")
+@click.option("--junit", type=click.Path(path_type=Path), metavar="FILE", help="Write JUnit XML here.")
+@click.option("--summary", type=click.Path(path_type=Path), metavar="FILE",
+              help="Write a Markdown summary here (default: $GITHUB_STEP_SUMMARY when set).")
+@click.option("--arch", help="Target architecture (default: the visible GPU).")
+def regress_command(paths: tuple[Path, ...], tolerance: str, junit: Path | None, summary: Path | None,
+                    arch: str | None) -> None:
+    """Re-check and re-time the recorded baselines and winners (default: every run under results/) on this
+    GPU; exit 1 on a regression or wrong results, 2 on an environment problem (no GPU, another GPU model,
+    missing run files)."""
+    from kernelpro import regress as rg
+    from kernelpro.runner.device import require_gpu
+
+    tol = rg.parse_tolerance(tolerance)
+    try:
+        runs = rg.find_runs(paths or (Path("results"),))
+        require_gpu()
+    except KernelproError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    measure = rg.RunnerMeasure(arch)
+    try:
+        report = rg.regress(runs, measure, tol)
+    finally:
+        measure.close()
+    rg.write_outputs(report, junit=junit, summary=summary)
+    click.echo(rg.markdown_summary(report))
+    sys.exit(report.exit_code)
 
 
 def main() -> None:

@@ -274,3 +274,54 @@ def finish_run(run_dir: Path, task: Task, result: SearchResult, settings: RunSet
     if notes:
         header["final check"] = "; ".join(notes)
     return write_run(run_dir, task, result, header=header), best, notes
+
+
+@dataclass(frozen=True)
+class OptimizeOutcome:
+    """What one ``kernelpro optimize`` run produced."""
+
+    result: SearchResult
+    files: RunFiles
+    best: Node  # the verified winner (may differ from result.best when that failed the final check)
+
+
+def optimize_task(task: Task, settings: RunSettings, run_dir: Path, *, budget: Budget, resume: bool,
+                  console: Any) -> OptimizeOutcome:
+    """Run (or resume) the search for ``task`` on this machine's GPU, verify the winner, write the run folder.
+
+    Ctrl-C propagates as KeyboardInterrupt after the journal holds every evaluated node.
+    """
+    from kernelpro.live import LiveStatus
+    from kernelpro.runner.device import require_gpu
+    from kernelpro.runner.evaluate import Evaluator, WallOptions
+    from kernelpro.toolchain import find_tool
+
+    require_gpu()
+    compiler = Compiler()
+    proposer = make_proposer(settings.proposer, task, settings.model, compiler=compiler, arch=settings.arch)
+    use_ncu = settings.profile and find_tool("ncu", required=False) is not None
+    if settings.profile and not use_ncu:
+        console.print("[yellow]ncu not found: diagnosing from static analysis only[/yellow]")
+    if not resume:
+        settings.save(run_dir)
+    with Evaluator(compiler=compiler, arch=settings.arch) as runner:
+        with LiveStatus(console, task.name) as status:
+            evaluator = WallEvaluator(task, runner, warm=settings.warm, observer=status.evaluated)
+            diagnoser = ProfilingDiagnoser(task, compiler, settings.arch, use_ncu=use_ncu,
+                                           warn=lambda m: console.print(f"[yellow]{m}[/yellow]"))
+            observed = ObservedProposer(proposer, status.proposed)
+            result = run_search(run_dir, task, evaluator=evaluator, proposer=observed, diagnoser=diagnoser,
+                                budget=budget, seed=settings.seed, resume=resume)
+
+        def final_check(node: Node) -> tuple[bool, str]:  # the winner must also be clean under compute-sanitizer
+            verdict = runner.check(task, node.variant.source, knobs=task.parse_knobs(node.variant.knob_values),
+                                   flags=node.variant.flags, options=WallOptions(time=False, sanitizer=True),
+                                   source_name=CANDIDATE_NAME)
+            if verdict.ok:
+                notes = f" ({'; '.join(verdict.notes)})" if verdict.notes else ""
+                return True, f"passed the wall again and compute-sanitizer{notes}"
+            return False, f"failed the final check: {verdict.failures[0]}"
+
+        gpu = str(result.best.evaluation.summary.get("gpu", "unknown"))
+        files, best, _ = finish_run(run_dir, task, result, settings, final_check, {"GPU": gpu})
+    return OptimizeOutcome(result, files, best)
