@@ -215,6 +215,87 @@ def optimize_command(task_path: Path | None, budget: int, time_limit: str | None
                   highlight=False)
 
 
+@cli.command("suite")
+@click.option("--tasks", "pattern", default="tasks/*.cu", show_default=True, help="Glob of the task files to run.")
+@click.option("--budget", type=click.IntRange(min=1), default=30, show_default=True, help="Evaluations per task.")
+@click.option("--time", "time_limit", metavar="DURATION", help="Wall-clock limit per task, e.g. 10m.")
+@click.option("--proposer", type=click.Choice(["llm", "offline"]),
+              help="Default: llm with ANTHROPIC_API_KEY, else offline.")
+@click.option("--model", help="Model for --proposer llm.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--arch", help="Target architecture (default: the visible GPU).")
+@click.option("--no-profile", is_flag=True, help="Diagnose from static analysis only.")
+@click.option("--no-comparator", is_flag=True, help="Do not time the production comparators.")
+@click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
+              show_default=True)
+def suite_command(pattern: str, budget: int, time_limit: str | None, proposer: str | None, model: str | None,
+                  seed: int, arch: str | None, no_profile: bool, no_comparator: bool, results_dir: Path) -> None:
+    """Optimize every task of the suite and write results/suite-<gpu>-<date>.{json,md}: baseline, best and
+    production medians, speedups, % of the roofline bound, geometric means."""
+    import glob
+    import shlex
+
+    from kernelpro import optimize as opt
+    from kernelpro.compiler import default_arch
+    from kernelpro.runner.device import require_gpu
+    from kernelpro.runner.records import DeviceInfo
+    from kernelpro.runner.supervisor import Supervisor
+    from kernelpro.search import Budget
+    from kernelpro.suite import SuiteEnvironment, TaskOutcome, render_markdown, run_suite, time_comparator, write_suite
+    from kernelpro.task_loader import load_task
+
+    paths = sorted(glob.glob(pattern))
+    if not paths:
+        raise KernelproError(f"no task files match {pattern!r}", fix="pass --tasks 'tasks/*.cu' or a narrower glob")
+    tasks = [load_task(p) for p in paths]
+    require_gpu()
+    with Supervisor() as supervisor:
+        job = supervisor.run("device-info", {})
+    if not job.ok:
+        raise KernelproError(f"cannot read the GPU's properties: {job.failure}", fix="check `nvidia-smi`")
+    device = DeviceInfo.from_dict(job.value["device"])
+    command = shlex.join(["kernelpro", *sys.argv[1:]])
+    kind, arch = proposer or opt.default_proposer(), arch or default_arch()
+    limits = Budget(max_evaluations=budget, max_seconds=parse_duration(time_limit))
+
+    def run_one(task) -> TaskOutcome:
+        settings = opt.RunSettings(str(task.path), kind, model, arch, seed, not no_profile, False, command,
+                                   created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        run_dir = opt.new_run_dir(results_dir, task)
+        outcome = opt.optimize_task(task, settings, run_dir, budget=limits, resume=False, console=console)
+        production = None
+        if task.comparator is not None and not no_comparator:
+            production = time_comparator(task) * 1e6
+        result = outcome.result
+        return TaskOutcome(task.name, result.baseline.time_us, outcome.best.time_us, production_us=production,
+                           evaluations=result.evaluations, minutes=result.elapsed_s / 60,
+                           best_knobs=outcome.best.variant.knob_values,
+                           comparator=f"{task.comparator.library}: {task.comparator.expr}" if task.comparator else None,
+                           run_dir=str(run_dir))
+
+    environment = SuiteEnvironment.from_device(device, driver=_driver_version(), command=command)
+    table = run_suite(tasks, run_one, device, environment=environment,
+                      on_outcome=lambda o: console.print(f"{o.task}: {o.error or 'done'}", highlight=False))
+    json_path, md_path = write_suite(table, results_dir)
+    click.echo(render_markdown(table))
+    click.echo(f"wrote {json_path} and {md_path}")
+
+
+def _driver_version() -> str | None:
+    """The NVIDIA driver version from NVML, None where NVML is unavailable."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            version = pynvml.nvmlSystemGetDriverVersion()
+        finally:
+            pynvml.nvmlShutdown()
+        return version.decode() if isinstance(version, bytes) else str(version)
+    except Exception:  # noqa: BLE001 - no NVML means the table says "driver unknown"
+        return None
+
+
 @cli.command("bench")
 @click.argument("task_path", metavar="TASK", type=click.Path(path_type=Path))
 @click.option("--knob", "knobs", multiple=True, metavar="NAME=VALUE", help="Override a knob (repeatable).")

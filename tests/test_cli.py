@@ -152,3 +152,13 @@ def test_optimize_errors_are_one_line(tmp_path: Path) -> None:
         line = assert_one_line_error(run("optimize", "tasks/vector_add.cu", "--budget", "3"))
         assert "CuPy is not installed" in line or "no CUDA GPU visible" in line
         assert not (ROOT / "results" / "vector_add").exists()  # nothing written when nothing can run
+
+
+def test_suite_errors_are_one_line() -> None:
+    line = assert_one_line_error(run("suite", "--tasks", "no/such/*.cu"))
+    assert "no task files match" in line
+    from conftest import gpu_available
+
+    if not gpu_available():
+        line = assert_one_line_error(run("suite", "--tasks", "tasks/vector_add.cu"))
+        assert "CuPy is not installed" in line or "no CUDA GPU visible" in line
