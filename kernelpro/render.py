@@ -48,7 +48,7 @@ def render_task_table(console: Console, tasks: Sequence[Task]) -> None:
     for column in ("task", "kernel", "problem size", "arguments", "knobs (configs)", "reference", "cost"):
         table.add_column(column)
     for task in tasks:
-        args = ", ".join(f"{a.name}:{a.dtype}{'' if a.is_buffer else '='}{a.intent if a.is_buffer else a.value.text}"
+        args = ", ".join(f"{a.name}: {a.dtype} {a.intent}" if a.is_buffer else f"{a.name}: {a.dtype} = {a.value.text}"
                          for a in task.args)
         knobs = ", ".join(f"{k.name}={k.default}" for k in task.knobs.values()) or "-"
         knobs += f" ({sum(1 for _ in task.knob_space())})" if task.knobs else ""
