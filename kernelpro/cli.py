@@ -238,6 +238,7 @@ def suite_command(pattern: str, budget: int, time_limit: str | None, proposer: s
     from kernelpro import optimize as opt
     from kernelpro.compiler import default_arch
     from kernelpro.runner.device import require_gpu
+    from kernelpro.runner.nvml import driver_version
     from kernelpro.runner.records import DeviceInfo
     from kernelpro.runner.supervisor import Supervisor
     from kernelpro.search import Budget
@@ -273,27 +274,12 @@ def suite_command(pattern: str, budget: int, time_limit: str | None, proposer: s
                            comparator=f"{task.comparator.library}: {task.comparator.expr}" if task.comparator else None,
                            run_dir=str(run_dir))
 
-    environment = SuiteEnvironment.from_device(device, driver=_driver_version(), command=command)
+    environment = SuiteEnvironment.from_device(device, driver=driver_version(), command=command)
     table = run_suite(tasks, run_one, device, environment=environment,
                       on_outcome=lambda o: console.print(f"{o.task}: {o.error or 'done'}", highlight=False))
     json_path, md_path = write_suite(table, results_dir)
     click.echo(render_markdown(table))
     click.echo(f"wrote {json_path} and {md_path}")
-
-
-def _driver_version() -> str | None:
-    """The NVIDIA driver version from NVML, None where NVML is unavailable."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            version = pynvml.nvmlSystemGetDriverVersion()
-        finally:
-            pynvml.nvmlShutdown()
-        return version.decode() if isinstance(version, bytes) else str(version)
-    except Exception:  # noqa: BLE001 - no NVML means the table says "driver unknown"
-        return None
 
 
 @cli.command("bench")

@@ -147,3 +147,18 @@ def _try(read: Any) -> Any:
         return read()
     except Exception:  # noqa: BLE001 - a field this GPU or driver does not report
         return None
+
+
+def driver_version() -> str | None:
+    """The NVIDIA driver version from NVML; None where NVML is unavailable (results then say "unknown")."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            version = pynvml.nvmlSystemGetDriverVersion()
+        finally:
+            pynvml.nvmlShutdown()
+        return version.decode() if isinstance(version, bytes) else str(version)
+    except Exception:  # noqa: BLE001 - no NVML library, no driver: both mean "unknown"
+        return None
