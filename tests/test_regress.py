@@ -187,7 +187,9 @@ def test_workflow_parses_and_its_regress_line_is_accepted() -> None:
     assert "regress.xml" in upload["with"]["path"] and "results" in upload["with"]["path"]
     assert upload.get("if") == "always()"
     runs = [line for s in steps for line in s.get("run", "").splitlines()]
-    assert any("pip install -e '.[cuda12]'" in line for line in runs)
+    assert any("pip install $KERNELPRO" in line for line in runs)
+    install = next(step for step in job["steps"] if "KERNELPRO" in step.get("env", {}))
+    assert install["env"]["KERNELPRO"] == "-e .[cuda12]"
     line = next(line for line in runs if line.strip().startswith("kernelpro regress"))
     args = shlex.split(line.replace("$GITHUB_STEP_SUMMARY", "/tmp/summary.md"))
     assert args[:2] == ["kernelpro", "regress"] and cli.get_command(None, "regress") is regress_command
