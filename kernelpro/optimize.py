@@ -296,9 +296,9 @@ def optimize_task(task: Task, settings: RunSettings, run_dir: Path, *, budget: B
     from kernelpro.runner.evaluate import Evaluator, WallOptions
     from kernelpro.toolchain import find_tool
 
-    require_gpu()
     compiler = Compiler()
     proposer = make_proposer(settings.proposer, task, settings.model, compiler=compiler, arch=settings.arch)
+    require_gpu()  # after the proposer, so a missing API key is reported even on a machine without a GPU
     use_ncu = settings.profile and find_tool("ncu", required=False) is not None
     if settings.profile and not use_ncu:
         console.print("[yellow]ncu not found: diagnosing from static analysis only[/yellow]")

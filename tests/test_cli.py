@@ -162,3 +162,15 @@ def test_suite_errors_are_one_line() -> None:
     if not gpu_available():
         line = assert_one_line_error(run("suite", "--tasks", "tasks/vector_add.cu"))
         assert "CuPy is not installed" in line or "no CUDA GPU visible" in line
+
+
+def test_optimize_with_llm_and_no_key_is_one_line(tmp_path: Path) -> None:
+    env_backup = os.environ.pop("ANTHROPIC_API_KEY", None)
+    try:
+        line = assert_one_line_error(run("optimize", "tasks/vector_add.cu", "--proposer", "llm",
+                                         "--out", str(tmp_path / "run")))
+    finally:
+        if env_backup is not None:
+            os.environ["ANTHROPIC_API_KEY"] = env_backup
+    assert "no ANTHROPIC_API_KEY set" in line and "--proposer offline" in line
+    assert not (tmp_path / "run").exists()
