@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from stream_task import stream_meta
 
 from kernelpro.compiler import Compiler, CompileRequest
 from kernelpro.diagnosis import build_context, diagnose
@@ -104,35 +105,8 @@ def test_to_dict_is_json(diagnoses) -> None:
 
 
 def test_static_report_and_task_feed_the_context(compiler: Compiler, kernels) -> None:
-    meta = '''/* kernelpro
-[task]
-kernel = "k_bank_conflict"
-[params]
-N = 16777216
-[[args]]
-name = "x"
-dtype = "float32"
-shape = ["N"]
-intent = "in"
-[[args]]
-name = "y"
-dtype = "float32"
-shape = ["N"]
-intent = "out"
-[[args]]
-name = "n"
-dtype = "int32"
-value = "N"
-[launch]
-grid = ["N / BLOCK"]
-block = ["BLOCK"]
-[knobs]
-BLOCK = { values = [1024], default = 1024 }
-[cost]
-flops = "96 * N"
-bytes = "8 * N"
-*/
-'''
+    meta = stream_meta("k_bank_conflict", grid="N / BLOCK", block="BLOCK", extra=(
+        '[knobs]\nBLOCK = { values = [1024], default = 1024 }\n[cost]\nflops = "96 * N"\nbytes = "8 * N"'))
     task = parse_task(meta + "#ifndef BLOCK\n#define BLOCK 1024\n#endif\n" + SOURCE, "planted.cu")
     report = analyze_static(task, compiler=compiler, flags=("-O3", "-lineinfo"))
     ctx = build_context(kernels["k_bank_conflict"], task=task, static=report)

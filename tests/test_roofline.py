@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
+from stream_task import stream_meta
 
 from kernelpro.ncu import MetricError, load_raw_csv
 from kernelpro.roofline import (
@@ -36,33 +37,7 @@ def kernels():
 
 def planted_task(kernel: str, grid: str, block: str, flops: str, moved: str):
     """A task for one planted kernel: its launch from planted.cu's main() and its cost by hand-count."""
-    meta = f'''/* kernelpro
-[task]
-kernel = "{kernel}"
-[params]
-N = {N}
-[[args]]
-name = "x"
-dtype = "float32"
-shape = ["N"]
-intent = "in"
-[[args]]
-name = "y"
-dtype = "float32"
-shape = ["N"]
-intent = "out"
-[[args]]
-name = "n"
-dtype = "int32"
-value = "N"
-[launch]
-grid = ["{grid}"]
-block = ["{block}"]
-[cost]
-flops = "{flops}"
-bytes = "{moved}"
-*/
-'''
+    meta = stream_meta(kernel, grid=grid, block=block, n=N, extra=f'[cost]\nflops = "{flops}"\nbytes = "{moved}"')
     return parse_task(meta + (FIXTURE / "planted.cu").read_text(), "planted.cu")
 
 

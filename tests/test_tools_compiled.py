@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from stream_task import stream_meta
 
 from kernelpro.compiler import Compiler
 from kernelpro.diagnosis import build_context
@@ -24,31 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(find_tool("nvcc", required=False) is None, reason="nvcc not installed")
 H100 = DevicePeaks.from_spec(known_gpu("NVIDIA H100 80GB HBM3"))
 
-STREAM_META = '''/* kernelpro
-[task]
-kernel = "{kernel}"
-[params]
-N = 16777216
-[[args]]
-name = "x"
-dtype = "float32"
-shape = ["N"]
-intent = "in"
-[[args]]
-name = "y"
-dtype = "float32"
-shape = ["N"]
-intent = "out"
-[[args]]
-name = "n"
-dtype = "int32"
-value = "N"
-{extra}
-[launch]
-grid = ["{grid}"]
-block = ["{block}"]
-*/
-'''
 STEPS = '''[[args]]
 name = "steps"
 dtype = "int32"
@@ -169,7 +145,7 @@ def compiler(tmp_path_factory: pytest.TempPathFactory) -> Compiler:
 def context(compiler: Compiler, source: str, kernel: str, grid: str = "N / 256", block: str = "256",
             extra: str = "", flags: tuple[str, ...] = (), with_task: bool = True):
     """Compile ``source`` as a task, then build a context without counters (optionally without the task)."""
-    task = parse_task(STREAM_META.format(kernel=kernel, grid=grid, block=block, extra=extra) + source, "k.cu")
+    task = parse_task(stream_meta(kernel, grid=grid, block=block, extra=extra) + source, "k.cu")
     report = analyze_static(task, compiler=compiler, flags=flags)
     assert report.compiled, report.diagnostics
     return build_context(None, task=task if with_task else None, static=report, peaks=H100)

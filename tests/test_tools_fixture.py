@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from stream_task import stream_meta
 
 from kernelpro.compiler import Compiler, CompileRequest
 from kernelpro.diagnosis import build_context
@@ -50,30 +51,7 @@ EXPECTED = {
 
 def planted_task(kernel: str):
     grid, block = LAUNCH[kernel]
-    meta = f'''/* kernelpro
-[task]
-kernel = "{kernel}"
-[params]
-N = 16777216
-[[args]]
-name = "x"
-dtype = "float32"
-shape = ["N"]
-intent = "in"
-[[args]]
-name = "y"
-dtype = "float32"
-shape = ["N"]
-intent = "out"
-[[args]]
-name = "n"
-dtype = "int32"
-value = "N"
-[launch]
-grid = ["{grid}"]
-block = ["{block}"]
-*/
-'''
+    meta = stream_meta(kernel, grid=grid, block=block)
     return parse_task(meta + SOURCE, "planted.cu")
 
 
