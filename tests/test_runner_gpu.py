@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_runner_evaluate import header
 
 from kernelpro.compiler import Compiler, CompileRequest, default_arch
 from kernelpro.runner import commands
@@ -34,13 +35,6 @@ QUICK = WallOptions(timing=TimingOptions(stop=StopRule(min_samples=10, max_time_
                     idle_timeout_s=20.0, timeout_s=300.0)
 needs_sanitizer = pytest.mark.skipif(find_tool("compute-sanitizer", required=False) is None,
                                      reason="needs compute-sanitizer")
-
-
-def header(path: Path, key: str) -> list[str]:
-    for line in path.read_text().splitlines():
-        if line.startswith(f"// {key}:"):
-            return line.split(":", 1)[1].split()
-    return []
 
 
 @pytest.fixture(scope="module")
