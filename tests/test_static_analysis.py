@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from stream_task import stream_meta
 
 from kernelpro.compiler import Compiler
 from kernelpro.static_analysis import analyze_static
@@ -49,29 +50,7 @@ def test_softmax_shared_memory_and_barrier_reach_occupancy(compiler: Compiler) -
     assert report.occupancy.threads_per_block == 1024 and report.occupancy.static_shared_bytes == 4096
 
 
-SCALAR_VS_VECTOR = '''/* kernelpro
-[task]
-kernel = "scale"
-[params]
-N = 1048576
-[[args]]
-name = "x"
-dtype = "float32"
-shape = ["N"]
-intent = "in"
-[[args]]
-name = "y"
-dtype = "float32"
-shape = ["N"]
-intent = "out"
-[[args]]
-name = "n"
-dtype = "int32"
-value = "N"
-[launch]
-grid = ["ceil_div(N, 256)"]
-block = ["256"]
-*/
+SCALAR_VS_VECTOR = stream_meta("scale", grid="ceil_div(N, 256)", block="256", n=1048576) + '''\
 extern "C" __global__ void scale(const float* __restrict__ x, float* __restrict__ y, int n) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) y[i] = SCALE * x[i];
 }
