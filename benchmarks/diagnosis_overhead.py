@@ -16,13 +16,14 @@ Two parts:
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from gpu_check import gpu_missing
 
 from kernelpro.diagnosis import build_context, diagnose
 from kernelpro.errors import KernelproError
@@ -46,17 +47,6 @@ def cpu_seconds(repeats: int) -> tuple[float, float, int]:
             diagnose(build_context(kernel)).render()
         per_kernel.append((time.perf_counter() - start) / len(kernels))
     return statistics.median(parse), statistics.median(per_kernel), len(kernels)
-
-
-def gpu_missing() -> str | None:
-    """Why the GPU part cannot run here, or None."""
-    for tool in ("ncu", "nvcc"):
-        if find_tool(tool, required=False) is None:
-            return f"`{tool}` not found"
-    smi = shutil.which("nvidia-smi")
-    if smi is None or subprocess.run([smi, "-L"], capture_output=True, timeout=30).returncode != 0:
-        return "no NVIDIA GPU visible (nvidia-smi -L failed)"
-    return None
 
 
 def _metrics_asked(profile) -> int:

@@ -18,13 +18,12 @@ import json
 import os
 import secrets
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kernelpro import __version__
 from kernelpro.compiler import CANDIDATE_NAME, Compiler, CompileRequest
@@ -36,6 +35,9 @@ from kernelpro.search import resume as resume_search
 from kernelpro.search import start as start_search
 from kernelpro.search.mcts import SearchResult
 from kernelpro.task import Task
+
+if TYPE_CHECKING:
+    from kernelpro.runner.records import WallVerdict
 
 RUN_FILE = "run.json"
 PROFILE_WARMUP_LAUNCHES = 2  # ncu profiles the launch after these (caches and clocks settled)
@@ -178,26 +180,20 @@ class ProfilingDiagnoser:
 
     def _profile(self, variant: Variant, knobs: Mapping[str, Any], static: Any) -> Any:
         from kernelpro.profile import NcuOptions, ProfileError, profile_two_stage
+        from kernelpro.runner.profiled_program import launch_once_program
 
         entry = static.entry
         result = self.compiler.compile(CompileRequest(variant.source, self.arch, self.task.defines(knobs),
                                                       variant.flags, source_name=CANDIDATE_NAME))
-        job = {"kind": "launch-once", "params": {
-            "task_source": self.task.source, "task_path": str(self.task.path), "knobs": dict(knobs),
-            "candidate_cubin": str(result.cubin), "candidate_symbol": entry.symbol, "seed": 0,
-            "size_index": 0, "launches": PROFILE_WARMUP_LAUNCHES + 1}}
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-            json.dump(job, handle)
-        program = [sys.executable, "-m", "kernelpro.runner.worker", "--job", handle.name]
         try:
-            return profile_two_stage(program, NcuOptions(kernel=self.task.kernel,
-                                                         launch_skip=PROFILE_WARMUP_LAUNCHES)).profile
+            with launch_once_program(self.task, result.cubin, entry.symbol, knobs,
+                                     PROFILE_WARMUP_LAUNCHES + 1) as program:
+                return profile_two_stage(program, NcuOptions(kernel=self.task.kernel,
+                                                             launch_skip=PROFILE_WARMUP_LAUNCHES)).profile
         except (ProfileError, KernelproError) as exc:
             self.warn(f"profiling unavailable, diagnosing from static analysis only: {exc}")
             self.use_ncu = False
             return None
-        finally:
-            os.unlink(handle.name)
 
 
 class ObservedProposer:
@@ -234,6 +230,25 @@ def default_proposer() -> str:
 
 
 # --- the run ---------------------------------------------------------------------------------------
+
+def final_check_outcome(verdict: WallVerdict) -> tuple[bool, str]:
+    """Whether a winner passed its final check (wall + compute-sanitizer), and the report's line about it.
+
+    The line claims a clean compute-sanitizer run only when one happened: an inconclusive run (timed out,
+    no summary, the checked program failed) or one that could not start is said as such.
+    """
+    if not verdict.ok:
+        return False, f"failed the final check: {verdict.failures[0]}"
+    inconclusive = [f.message for f in verdict.flags if f.check == "sanitizer"]
+    if inconclusive:
+        return True, f"passed the wall again; compute-sanitizer gave no verdict: {inconclusive[0]}"
+    not_run = [n for n in verdict.notes if "compute-sanitizer" in n]
+    if not_run:
+        return True, f"passed the wall again; {not_run[0]}"
+    others = [n for n in verdict.notes if n not in not_run]
+    return True, "passed the wall again and compute-sanitizer" + (f" ({'; '.join(others)})" if others else "")
+
+
 
 def verify_winner(task: Task, result: SearchResult, check: Callable[[Node], tuple[bool, str]],
                   tries: int = 3) -> tuple[Node, list[str]]:
@@ -317,10 +332,7 @@ def optimize_task(task: Task, settings: RunSettings, run_dir: Path, *, budget: B
             verdict = runner.check(task, node.variant.source, knobs=task.parse_knobs(node.variant.knob_values),
                                    flags=node.variant.flags, options=WallOptions(time=False, sanitizer=True),
                                    source_name=CANDIDATE_NAME)
-            if verdict.ok:
-                notes = f" ({'; '.join(verdict.notes)})" if verdict.notes else ""
-                return True, f"passed the wall again and compute-sanitizer{notes}"
-            return False, f"failed the final check: {verdict.failures[0]}"
+            return final_check_outcome(verdict)
 
         gpu = str(result.best.evaluation.summary.get("gpu", "unknown"))
         files, best, _ = finish_run(run_dir, task, result, settings, final_check, {"GPU": gpu})

@@ -112,3 +112,21 @@ def test_parse_duration(text, seconds) -> None:
 def test_parse_duration_rejects(text) -> None:
     with pytest.raises(click.BadParameter):
         parse_duration(text)
+
+
+def test_final_check_line_claims_only_what_ran() -> None:
+    from kernelpro.optimize import final_check_outcome
+    from kernelpro.runner.records import CheckFailure, WallVerdict
+
+    def verdict(**fields) -> WallVerdict:
+        return WallVerdict(task="scale", kernel="scale", seed=1, **fields)
+
+    assert final_check_outcome(verdict()) == (True, "passed the wall again and compute-sanitizer")
+    ok, line = final_check_outcome(verdict(flags=(CheckFailure("sanitizer", "compute-sanitizer memcheck timed out: "
+                                                                            "inconclusive"),)))
+    assert ok and line == "passed the wall again; compute-sanitizer gave no verdict: compute-sanitizer memcheck " \
+                          "timed out: inconclusive"
+    ok, line = final_check_outcome(verdict(notes=("compute-sanitizer not run: not found",)))
+    assert ok and line == "passed the wall again; compute-sanitizer not run: not found"
+    ok, line = final_check_outcome(verdict(failures=(CheckFailure("memcheck", "found 1 error(s)"),)))
+    assert not ok and line.startswith("failed the final check:")

@@ -9,11 +9,10 @@ from NVIDIA's documentation / real ncu output.
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 
 import pytest
+from fake_programs import install_program
 
 from kernelpro.errors import ToolchainError
 from kernelpro.profile import (
@@ -58,13 +57,8 @@ sys.exit(1 if mode == "error" else 0)
 @pytest.fixture
 def fake_ncu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Install the fake `ncu` first on PATH; returns (set_mode(mode, message), calls())."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    script = bin_dir / "ncu"
-    script.write_text(FAKE.format(python=sys.executable))
-    script.chmod(0o755)
+    install_program(tmp_path, monkeypatch, "ncu", FAKE)
     log = tmp_path / "calls.jsonl"
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_NCU_LOG", str(log))
     monkeypatch.setenv("FAKE_NCU_CSV", str(FIXTURE))
 

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from conftest import gpu_available
+from planted_runs import SPIN, plant_slower_winner
 from test_export import STAND_IN_GPU, make_run
 
 from kernelpro.cli import cli, regress_command
@@ -196,6 +197,15 @@ def test_workflow_parses_and_its_regress_line_is_accepted() -> None:
     ctx = regress_command.make_context("regress", args[2:])
     assert ctx.params["paths"] == (Path("results/"),) and ctx.params["junit"] == Path("regress.xml")
     assert ctx.params["summary"] == Path("/tmp/summary.md") and ctx.params["tolerance"] == "5%"
+
+
+def test_planted_slower_winner_is_still_a_readable_run(finished_run: Path, tmp_path: Path) -> None:
+    """What test_end_to_end_gpu regresses: the same run, its winner's code slowed, its figures kept."""
+    original, planted = load_run(finished_run), load_run(plant_slower_winner(finished_run, tmp_path / "planted"))
+    assert SPIN in planted.best.variant.source and SPIN not in original.best.variant.source
+    assert planted.best.id == original.best.id and planted.best.evaluation == original.best.evaluation
+    assert planted.baseline == original.baseline
+    assert planted.best_text != original.best_text
 
 
 @pytest.mark.gpu

@@ -77,6 +77,24 @@ def test_no_summary_is_inconclusive() -> None:
     assert failure is None and flag.check == "sanitizer" and "inconclusive" in flag.message
 
 
+def test_the_not_printed_line_is_neither_the_total_nor_a_report() -> None:
+    text = ("========= Invalid __global__ write of size 4 bytes\n"
+            "=========     at scale+0x90 in scale_out_of_bounds.cu:7\n"
+            "========= ERROR SUMMARY: 177 errors\n"
+            "========= ERROR SUMMARY: 157 errors were not printed. Use --print-limit option to adjust the number "
+            "of printed errors\n")
+    report = parse_sanitizer_output(text, "memcheck", 0)
+    assert report.errors == 177 and len(report.messages) == 1
+
+
+def test_clean_summary_from_a_failed_program_is_inconclusive() -> None:
+    # compute-sanitizer still prints "0 errors" when the worker died before launching the kernel.
+    report = parse_sanitizer_output(MEMCHECK_CLEAN, "memcheck", 1)
+    failure, flag = report_findings(report)
+    assert failure is None and flag.check == "sanitizer"
+    assert "exited with status 1: inconclusive" in flag.message
+
+
 def test_command_line() -> None:
     command = sanitizer_command("/opt/cuda/bin/compute-sanitizer", "racecheck", "/tmp/job.json", python="python3")
     assert command == ["/opt/cuda/bin/compute-sanitizer", "--tool", "racecheck", "--print-limit", "20",

@@ -42,7 +42,7 @@ EXPECTED = {
     "long_scoreboard": {"k_tiny_grid"},
     "scalar_loads": {"k_tiny_grid"},
     "l2_hit_rate": set(),  # judges reuse against the task's input size: see test_l2_reuse_needs_the_task
-    # Exercised by none of the five kernels (need a capture from the device):
+    # Exercised by none of the five kernels; their triggers and controls are in test_tools_capture.py:
     "tensor_cores": set(), "occupancy_limiter": set(), "block_size_multiple": set(), "tail_effect": set(),
     "fp64_promotion": set(), "unfused_fp32": set(), "divergence": set(), "atomic_contention": set(),
     "barrier_stalls": set(), "launch_overhead": set(),

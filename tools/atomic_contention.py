@@ -2,9 +2,11 @@
 
 Global atomics and reductions are executed by the L2's atomic units, one slice per address range. When
 threads hammer few addresses, the slices owning them saturate while the rest idle: the busiest slice's
-atomic unit is busy at least :data:`MIN_HOT_SLICE_PCT` of the time. The fix is to aggregate before the
-global update (warp, then block), which divides the atomics by up to the block size; the gain is that
-factor applied to the hot slice's share of the time.
+atomic unit is busy at least :data:`MIN_HOT_SLICE_PCT` of the time *and* at least :data:`MIN_SKEW` times the
+average slice. The second condition tells contention from heavy but well-spread atomics (a histogram over
+many bins keeps every slice equally busy; aggregating would not relieve one hot slice there). The fix is to
+aggregate before the global update (warp, then block), which divides the atomics by up to the block size;
+the gain is that factor applied to the hot slice's share of the time.
 """
 
 from __future__ import annotations
@@ -25,13 +27,16 @@ AVG_SLICE = "lts__d_atomic_input_cycles_active.avg.pct_of_peak_sustained_elapsed
 METRICS = (ATOMS, CAS, REDS, HOT_SLICE, AVG_SLICE, "l1tex__t_requests_pipe_lsu_mem_global_op_atom.sum",
            "smsp__inst_executed_op_global_red.sum")
 MIN_HOT_SLICE_PCT = 40.0
+MIN_SKEW = 3.0  # hot slice vs the average slice
 WARP = 32
 
 
 def trigger(ctx: DiagnosisContext) -> bool:
     requests = sum(ctx.number(m) or 0.0 for m in (ATOMS, CAS, REDS))
-    hot = ctx.number(HOT_SLICE)
-    return requests > 0 and hot is not None and hot >= MIN_HOT_SLICE_PCT
+    hot, avg = ctx.number(HOT_SLICE), ctx.number(AVG_SLICE)
+    if requests <= 0 or hot is None or hot < MIN_HOT_SLICE_PCT:
+        return False
+    return avg is None or hot >= MIN_SKEW * avg
 
 
 def analyze(ctx: DiagnosisContext) -> Finding:
@@ -51,7 +56,8 @@ def recommend(finding: Finding, ctx: DiagnosisContext) -> Prescription:
     return Prescription(NAME, change, finding.summary, gain_range(high, headroom(ctx)), (), finding)
 
 
-FIRES_WHEN = f"atomics are issued and the busiest L2 slice's atomic unit is at least {MIN_HOT_SLICE_PCT:g}% busy"
+FIRES_WHEN = (f"atomics are issued and the busiest L2 slice's atomic unit is at least {MIN_HOT_SLICE_PCT:g}% busy "
+              f"and {MIN_SKEW:g}x the average slice")
 TOOL = Tool(NAME, "Atomic contention on few global addresses", frozenset({"memory", "compute", "latency"}),
             METRICS, trigger, analyze, recommend,
             fires_when=FIRES_WHEN)

@@ -35,6 +35,13 @@ from kernelpro.runner.records import DeviceInfo, GpuState
 
 # CUfunction_attribute CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES (cuda.h), when CuPy does not export it.
 _MAX_DYNAMIC_SHARED_ATTRIBUTE = 8
+# cudaDevAttrComputeCapabilityMajor / Minor (driver_types.h). CuPy leaves both out of ``Device.attributes``
+# and does not export the names, so they are read with ``cudaDeviceGetAttribute`` by number.
+_COMPUTE_CAPABILITY_MAJOR, _COMPUTE_CAPABILITY_MINOR = 75, 76
+# Errors after which the CUDA context is lost (cudaError_t: 700 illegal address, 710 assert, 714 hardware
+# stack error, 715 illegal instruction, 716 misaligned address, 719 launch failure). A launch queued after
+# an asynchronous fault returns the fault's code: that is the kernel's fault, not a rejected launch.
+_CONTEXT_LOST = frozenset({700, 710, 714, 715, 716, 719})
 
 
 def import_cupy() -> Any:
@@ -127,6 +134,8 @@ class CupyBackend:
             kernel.function(geometry.grid, geometry.block, tuple(args), shared_mem=geometry.shared_mem,
                             stream=self.stream)
         except self._errors as exc:
+            if getattr(exc, "status", None) in _CONTEXT_LOST:
+                raise KernelFault(str(exc)) from None
             raise LaunchRejected(f"launch of {kernel.symbol} with grid {geometry.grid}, block {geometry.block}, "
                                  f"{geometry.shared_mem} B dynamic shared memory failed: {exc}") from None
 
@@ -148,11 +157,14 @@ class CupyBackend:
 
     def flush_l2(self) -> None:
         """Overwrite a buffer of twice the L2 size on the stream, evicting whatever L2 held."""
-        if self._flush_buffer is None:
-            size = max(2 * self.device_info().l2_bytes, 8 << 20)
-            self._flush_buffer = self.cp.empty(size, dtype=self.cp.uint8)
-        self._flush_value ^= 0x5A  # alternate the value so no write can be skipped as redundant
-        self._flush_buffer.fill(np.uint8(self._flush_value))
+        try:
+            if self._flush_buffer is None:
+                size = max(2 * self.device_info().l2_bytes, 8 << 20)
+                self._flush_buffer = self.cp.empty(size, dtype=self.cp.uint8)
+            self._flush_value ^= 0x5A  # alternate the value so no write can be skipped as redundant
+            self._flush_buffer.fill(np.uint8(self._flush_value))
+        except self._errors as exc:  # a fault of the kernel queued before the flush surfaces here
+            raise KernelFault(str(exc)) from None
 
     # --- timing ---------------------------------------------------------------------------------
     def timed_runner(self, kernel: _Kernel, geometry: Geometry, arg_sets: Sequence[Sequence[Any]],
@@ -198,6 +210,8 @@ class CupyBackend:
         attributes = self._device.attributes
         props = self.cp.cuda.runtime.getDeviceProperties(self.device_id)
         name = props.get("name", b"")
+        major = self.cp.cuda.runtime.deviceGetAttribute(_COMPUTE_CAPABILITY_MAJOR, self.device_id)
+        minor = self.cp.cuda.runtime.deviceGetAttribute(_COMPUTE_CAPABILITY_MINOR, self.device_id)
         sm_clock = attributes.get("ClockRate") or None
         memory_clock = attributes.get("MemoryClockRate") or None
         if (sm_clock is None or memory_clock is None) and self._monitor is not None:
@@ -206,7 +220,7 @@ class CupyBackend:
             memory_clock = memory_clock or (max_memory * 1000 if max_memory else None)
         return DeviceInfo(
             name=name.decode() if isinstance(name, bytes) else str(name),
-            compute_capability=f"{attributes['ComputeCapabilityMajor']}.{attributes['ComputeCapabilityMinor']}",
+            compute_capability=f"{major}.{minor}",
             sm_count=int(attributes["MultiProcessorCount"]),
             sm_clock_khz=sm_clock,
             memory_clock_khz=memory_clock,

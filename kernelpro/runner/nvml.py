@@ -87,6 +87,8 @@ class NvmlMonitor:
         self._handle = handle
         get = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
         self._reasons = get or nvml.nvmlDeviceGetCurrentClocksThrottleReasons  # older nvidia-ml-py
+        # nvmlDeviceGetTemperature is deprecated from CUDA 13 and answers NVML_ERROR_DEPRECATED once removed.
+        self._temperature = getattr(nvml, "nvmlDeviceGetTemperatureV", None) or nvml.nvmlDeviceGetTemperature
 
     @classmethod
     def open(cls, pci_bus_id: str | None = None) -> NvmlMonitor | None:
@@ -111,7 +113,7 @@ class NvmlMonitor:
         nvml, handle = self._nvml, self._handle
         sm = _try(lambda: int(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM)))
         mem = _try(lambda: int(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_MEM)))
-        temp = _try(lambda: int(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)))
+        temp = _try(lambda: int(self._temperature(handle, nvml.NVML_TEMPERATURE_GPU)))
         mask = _try(lambda: int(self._reasons(handle))) or 0
         return GpuState(sm, mem, temp, mask, is_throttled(mask))
 

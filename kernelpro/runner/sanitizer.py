@@ -75,8 +75,9 @@ def parse_sanitizer_output(text: str, tool: str, exit_code: int | None = None,
         body = match.group(1)
         if race := _RACE_SUMMARY.search(body):
             errors, warnings = int(race.group(2)), int(race.group(3))
-        elif (summary := _ERROR_SUMMARY.search(body)) and errors is None:
-            errors = int(summary.group(1))
+        elif summary := _ERROR_SUMMARY.search(body):
+            # Over --print-limit a second line follows, "ERROR SUMMARY: N errors were not printed": not the total.
+            errors = int(summary.group(1)) if errors is None else errors
         elif _REPORT_START.match(body) and len(messages) < MAX_MESSAGES:
             messages.append(body.strip())
         elif body.startswith((" ", "\t")) and messages and "|" not in messages[-1] and body.strip().startswith("at "):
@@ -128,4 +129,8 @@ def report_findings(report: SanitizerReport) -> tuple[CheckFailure | None, Check
                             where), None
     if report.warnings:
         return None, CheckFailure("sanitizer", f"compute-sanitizer {report.tool}: {report.warnings} warning(s)", where)
+    if report.exit_code not in (0, None):
+        # "0 errors" from a worker that failed before or instead of launching the kernel checked nothing.
+        return None, CheckFailure("sanitizer", f"compute-sanitizer {report.tool}: the checked program exited with "
+                                  f"status {report.exit_code}: inconclusive", where)
     return None, None

@@ -200,12 +200,11 @@ class Wall:
                    "shared_mem": geometry.shared_mem}
         try:
             self.backend.launch(kernel, geometry, args)
+            self.backend.synchronize()
         except LaunchRejected as exc:
             raise _Stop([CheckFailure("reference" if role == "reference" else "launch", f"{label}: {exc}",
                                       details)]) from None
-        try:
-            self.backend.synchronize()
-        except KernelFault as exc:
+        except KernelFault as exc:  # from the launch too: a fault of earlier work surfaces at the next call
             check = "reference" if role == "reference" else "cuda-error"
             raise _Stop([CheckFailure(check, f"{label}: the kernel faulted: {exc}", details)],
                         context_lost=True) from None
