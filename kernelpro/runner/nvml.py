@@ -87,8 +87,10 @@ class NvmlMonitor:
         self._handle = handle
         get = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
         self._reasons = get or nvml.nvmlDeviceGetCurrentClocksThrottleReasons  # older nvidia-ml-py
-        # nvmlDeviceGetTemperature is deprecated from CUDA 13 and answers NVML_ERROR_DEPRECATED once removed.
-        self._temperature = getattr(nvml, "nvmlDeviceGetTemperatureV", None) or nvml.nvmlDeviceGetTemperature
+        # nvmlDeviceGetTemperature is deprecated from CUDA 13 (NVML_ERROR_DEPRECATED once removed); older drivers
+        # lack the V call. Each is tried in turn.
+        self._temperature_calls = [c for c in (getattr(nvml, "nvmlDeviceGetTemperatureV", None),
+                                               getattr(nvml, "nvmlDeviceGetTemperature", None)) if c is not None]
 
     @classmethod
     def open(cls, pci_bus_id: str | None = None) -> NvmlMonitor | None:
@@ -113,7 +115,8 @@ class NvmlMonitor:
         nvml, handle = self._nvml, self._handle
         sm = _try(lambda: int(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM)))
         mem = _try(lambda: int(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_MEM)))
-        temp = _try(lambda: int(self._temperature(handle, nvml.NVML_TEMPERATURE_GPU)))
+        temp = next((t for call in self._temperature_calls
+                     if (t := _try(lambda call=call: int(call(handle, nvml.NVML_TEMPERATURE_GPU)))) is not None), None)
         mask = _try(lambda: int(self._reasons(handle))) or 0
         return GpuState(sm, mem, temp, mask, is_throttled(mask))
 
