@@ -245,8 +245,8 @@ def final_check_outcome(verdict: WallVerdict) -> tuple[bool, str]:
     not_run = [n for n in verdict.notes if "compute-sanitizer" in n]
     if not_run:
         return True, f"passed the wall again; {not_run[0]}"
-    others = [n for n in verdict.notes if n not in not_run]
-    return True, "passed the wall again and compute-sanitizer" + (f" ({'; '.join(others)})" if others else "")
+    notes = f" ({'; '.join(verdict.notes)})" if verdict.notes else ""
+    return True, f"passed the wall again and compute-sanitizer{notes}"
 
 
 

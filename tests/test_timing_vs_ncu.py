@@ -24,7 +24,7 @@ import pytest
 from fake_programs import install_program
 
 from kernelpro.runner import jobs, worker
-from kernelpro.runner.profiled_program import launch_once_job, launch_once_program
+from kernelpro.runner.profiled_program import launch_once_program, make_launch_once_job
 from kernelpro.task_loader import load_task, parse_task
 from kernelpro.toolchain import find_tool
 
@@ -100,7 +100,7 @@ def test_program_writes_a_launch_once_job_and_removes_it() -> None:
         job = json.loads(path.read_text())
     assert not path.exists()
     assert worker.handler_for(job["kind"]) is jobs.launch_once_job
-    assert job == launch_once_job(task, "/cache/k.cubin", "scale", knobs, 5)
+    assert job == make_launch_once_job(task, "/cache/k.cubin", "scale", knobs, 5)
     params = job["params"]
     assert set(params) == {"task_source", "task_path", "knobs", "candidate_cubin", "candidate_symbol", "seed",
                            "size_index", "launches"}

@@ -83,9 +83,11 @@ PAIRS = {
 COVERED_ELSEWHERE = {"small_grid", "local_memory", "uncoalesced", "bank_conflicts", "mio_lsu_throttle",
                      "occupancy_gap", "scalar_loads"}
 
-GEMM_META = f'''/* kernelpro
+def gemm_meta(kernel: str, block: tuple[int, int]) -> str:
+    """The task of one planted GEMM: M = Nc = K = GEMM, one 16x16 tile of C per block."""
+    return f'''/* kernelpro
 [task]
-kernel = "KERNEL"
+kernel = "{kernel}"
 [params]
 M = {GEMM}
 Nc = {GEMM}
@@ -121,8 +123,8 @@ value = "K"
 flops = "2 * M * Nc * K"
 bytes = "2 * (M * K + K * Nc) + 4 * M * Nc"
 [launch]
-grid = ["GRID_X", "GRID_Y"]
-block = ["BLOCK_X", "BLOCK_Y"]
+grid = ["{GEMM // 16}", "{GEMM // 16}"]
+block = ["{block[0]}", "{block[1]}"]
 */
 '''
 
@@ -130,9 +132,7 @@ block = ["BLOCK_X", "BLOCK_Y"]
 def planted_task(kernel: str):
     """The task a user would write for one planted kernel, with the launch main() uses."""
     if kernel in GEMMS:
-        block = ("16", "16") if kernel == "k_hgemm_naive" else ("32", "1")
-        meta = (GEMM_META.replace("KERNEL", kernel).replace("GRID_X", str(GEMM // 16))
-                .replace("GRID_Y", str(GEMM // 16)).replace("BLOCK_X", block[0]).replace("BLOCK_Y", block[1]))
+        meta = gemm_meta(kernel, (16, 16) if kernel == "k_hgemm_naive" else (32, 1))
     else:
         grid, block, n = LAUNCH[kernel]
         meta = stream_meta(kernel, grid=str(grid), block=str(block), n=n)

@@ -21,7 +21,7 @@ from kernelpro.cuda_source import find_kernels
 from kernelpro.errors import KernelproError
 from kernelpro.runner import sanitizer
 from kernelpro.runner.inputs import fresh_seed
-from kernelpro.runner.profiled_program import launch_once_job
+from kernelpro.runner.profiled_program import make_launch_once_job
 from kernelpro.runner.records import CheckFailure, WallVerdict
 from kernelpro.runner.supervisor import JobFailure, Supervisor
 from kernelpro.runner.timing import TimingOptions
@@ -179,7 +179,7 @@ class Evaluator:
         tools = ["memcheck"]
         if _uses_shared_memory(task, candidate, symbol, knobs):
             tools.append("racecheck")
-        job = launch_once_job(task, candidate.cubin, symbol, knobs, launches=1, size_index=None, seed=seed)
+        job = make_launch_once_job(task, candidate.cubin, symbol, knobs, launches=1, size_index=None, seed=seed)
         failures, flags, notes = [], [], []
         for tool in tools:
             try:

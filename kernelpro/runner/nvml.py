@@ -115,10 +115,17 @@ class NvmlMonitor:
         nvml, handle = self._nvml, self._handle
         sm = _try(lambda: int(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM)))
         mem = _try(lambda: int(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_MEM)))
-        temp = next((t for call in self._temperature_calls
-                     if (t := _try(lambda call=call: int(call(handle, nvml.NVML_TEMPERATURE_GPU)))) is not None), None)
+        temp = self._temperature(handle)
         mask = _try(lambda: int(self._reasons(handle))) or 0
         return GpuState(sm, mem, temp, mask, is_throttled(mask))
+
+    def _temperature(self, handle: Any) -> int | None:
+        """The GPU temperature in C from the first call that answers, or None."""
+        for call in self._temperature_calls:
+            value = _try(lambda call=call: int(call(handle, self._nvml.NVML_TEMPERATURE_GPU)))
+            if value is not None:
+                return value
+        return None
 
     def max_clocks(self) -> tuple[int | None, int | None]:
         """The maximum SM and memory clocks in MHz (None where NVML does not say)."""

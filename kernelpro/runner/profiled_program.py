@@ -23,7 +23,7 @@ from typing import Any
 from kernelpro.task import Task
 
 
-def launch_once_job(task: Task, cubin: str | Path, symbol: str, knobs: Mapping[str, Any], launches: int,
+def make_launch_once_job(task: Task, cubin: str | Path, symbol: str, knobs: Mapping[str, Any], launches: int,
                     size_index: int | None = 0, seed: int = 0) -> dict[str, Any]:
     """The ``launch-once`` job (``{"kind", "params"}``) for ``symbol`` in ``cubin`` with ``knobs``.
 
@@ -43,11 +43,11 @@ def launch_once_program(task: Task, cubin: str | Path, symbol: str, knobs: Mappi
                         size_index: int | None = 0, seed: int = 0) -> Iterator[list[str]]:
     """The argv of a worker that launches ``symbol`` ``launches`` times, valid inside the ``with`` block.
 
-    Writes the :func:`launch_once_job` to a temporary JSON file, yields
+    Writes the :func:`make_launch_once_job` to a temporary JSON file, yields
     ``[sys.executable, "-m", "kernelpro.runner.worker", "--job", path]`` and deletes the file afterwards
     (also when the block raises).
     """
-    text = json.dumps(launch_once_job(task, cubin, symbol, knobs, launches, size_index, seed))
+    text = json.dumps(make_launch_once_job(task, cubin, symbol, knobs, launches, size_index, seed))
     with tempfile.NamedTemporaryFile("w", prefix="kernelpro-launch-", suffix=".json", delete=False) as handle:
         handle.write(text)
     try:
