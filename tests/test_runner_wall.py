@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from kernelpro.runner.backend import Geometry, KernelFault, LaunchRejected
-from kernelpro.runner.inputs import make_inputs
+from kernelpro.runner.inputs import make_inputs, scalar_args
+from kernelpro.runner.timed_check import TimedBuffers
 from kernelpro.runner.records import DeviceInfo, GpuState
 from kernelpro.runner.stats import StopRule
 from kernelpro.runner.timing import TimingOptions, measure, time_kernel
@@ -52,12 +53,17 @@ class FakeTimer:
         backend.timers.append(self)
 
     def sample(self) -> float:
+        log = self.backend.log
         if self.flush:
             self.backend.flushes += 1
+            log.append("flush")
+        log.append("start")
         for i in range(self.launches_per_sample):
             args = self.arg_sets[i % len(self.arg_sets)]
             self.backend.used_outputs.add(id(args[1]))
+            log.append("launch")
             self.backend.launch(self.kernel, self.geometry, args)
+        log.append("end")
         self.backend.synchronize()
         seconds = self.backend.seconds_per_launch * self.launches_per_sample
         self.backend.now += seconds + 20e-6
@@ -83,6 +89,7 @@ class FakeBackend:
         self.used_outputs: set[int] = set()
         self.now = 0.0
         self.readings = 0
+        self.log: list[str] = []  # what the timer did, in order
 
     def clock(self) -> float:
         return self.now
@@ -302,11 +309,45 @@ def test_constant_for_one_seed_passes_only_that_seed() -> None:
 
 
 def test_state_after_timing_is_caught_by_the_recheck() -> None:
-    result = run_wall("scale.cu", scale_stops_after_20, time=True)
+    task = load_task(WALL / "scale.cu")
+    backend = FakeBackend({"reference.cubin": scale})
+    seen: list[str] = []
+
+    def breaks_after_timing(kernel, geometry, args, backend) -> None:
+        if not any("timing" in stage for stage in seen):
+            scale(kernel, geometry, args, backend)
+
+    backend.kernels["candidate.cubin"] = breaks_after_timing
+    wall = Wall(task, backend, backend.load_kernel("reference.cubin", "scale"),
+                backend.load_kernel("candidate.cubin", "scale"), {},
+                WallConfig(seed=1, time=True, timing=FAST_TIMING), progress=seen.append)
+    result = wall.run()
+    assert result.failures[0].check == "timed-output"  # broken from the first timed launch: caught there
+
+    def breaks_after_timed_launches(kernel, geometry, args, backend) -> None:
+        if "after timing" not in (seen[-1] if seen else ""):
+            scale(kernel, geometry, args, backend)
+
+    backend.kernels["candidate.cubin"] = breaks_after_timed_launches
+    seen.clear()
+    wall = Wall(task, backend, backend.load_kernel("reference.cubin", "scale"),
+                backend.load_kernel("candidate.cubin", "scale"), {},
+                WallConfig(seed=1, time=True, timing=FAST_TIMING), progress=seen.append)
+    result = wall.run()
     assert result.timing is not None
     assert result.failures[0].check == "stateful"
     assert "after" in result.failures[0].message and "timed launches" in result.failures[0].message
     assert result.failures[0].where["launch"] == "after-timing"
+
+
+def test_kernel_that_stops_working_after_n_launches_fails_during_timing() -> None:
+    result = run_wall("scale.cu", scale_stops_after_20, time=True)
+    failure = result.failures[0]
+    assert failure.check == "timed-output"
+    assert f"did its work in {failure.where['worked']} of {failure.where['launches']} timed launches" in failure.message
+    assert 0 < failure.where["worked"] < failure.where["launches"]
+    assert "unwritten" in failure.message
+    assert result.timing is not None  # kept as evidence
 
 
 def test_timing_runs_after_the_checks_and_passes_roofline() -> None:
@@ -332,8 +373,8 @@ def test_compare_timings_of_two_candidates() -> None:
 
     from kernelpro.runner.timing import compare_timings
 
-    slow = _time(FakeBackend({}, seconds_per_launch=100e-6))
-    fast = _time(FakeBackend({}, seconds_per_launch=80e-6))
+    slow, _ = _time(FakeBackend({}, seconds_per_launch=100e-6))
+    fast, _ = _time(FakeBackend({}, seconds_per_launch=80e-6))
     assert compare_timings(fast, slow).verdict == "faster"
     assert compare_timings(slow, slow).verdict == "tie"
     with pytest.raises(ValueError, match="warm"):
@@ -341,24 +382,22 @@ def test_compare_timings_of_two_candidates() -> None:
 
 
 # --- timing -------------------------------------------------------------------------------------------
-def _time(backend: FakeBackend, options: TimingOptions = FAST_TIMING):
+def _time(backend: FakeBackend, options: TimingOptions = FAST_TIMING, candidate: Callable = scale):
     task = load_task(WALL / "scale.cu")
-    backend.kernels["k"] = scale
+    backend.kernels["k"] = candidate
     kernel = backend.load_kernel("k", "scale")
-    x = np.ones(4096, np.float32)
-    y = np.zeros(4096, np.float32)
-    args = (x, y, np.float32(2.0), np.int32(4096))
-
-    def copy_args(n: int) -> list[tuple]:
-        return [(x.copy(), y.copy(), args[2], args[3]) for _ in range(n)]
-
+    inputs = make_inputs(task, task.env(), 7, 0, 0)
+    expected = {"y": (np.float32(2.5) * inputs.arrays["x"]).astype(np.float32)}
+    hooks = TimedBuffers(np, task, {"x": (4096,), "y": (4096,)}, [inputs], [expected], scalar_args(task, task.env()),
+                         256, np.random.default_rng(0), backend.to_host)
     geometry = Geometry(task.grid(task.env()), task.block(task.env()), 0)
-    return time_kernel(backend, kernel, geometry, args, copy_args, x.nbytes + y.nbytes, options, clock=backend.clock)
+    timing = time_kernel(backend, kernel, geometry, hooks, 2 * 4096 * 4, options, clock=backend.clock)
+    return timing, hooks
 
 
 def test_microsecond_kernels_are_timed_as_graphs_over_rotating_copies() -> None:
     backend = FakeBackend({}, seconds_per_launch=5e-6)
-    timing = _time(backend)
+    timing, _ = _time(backend)
     assert timing.method == "graph"
     assert timing.launches_per_sample == 200  # 1 ms / 5 us
     assert timing.l2 == "rotated" and timing.buffer_copies == 200  # 32 KB working set: every launch its own copy
@@ -366,25 +405,26 @@ def test_microsecond_kernels_are_timed_as_graphs_over_rotating_copies() -> None:
     assert timing.median_s == pytest.approx(5e-6)
 
 
-def test_rotation_is_capped_by_the_l2_size() -> None:
-    from kernelpro.runner.timing import rotation_copies
+def test_launches_per_sample_is_capped_so_each_launch_has_its_own_buffer_set() -> None:
+    from kernelpro.runner.timing import buffer_sets, launches_per_sample
 
-    copies, enough = rotation_copies(working_set_bytes=10 << 20, l2_bytes=50 << 20, launches=500, budget_bytes=1 << 30)
-    assert (copies, enough) == (11, True)  # 2 x 50 MB / 10 MB + 1
-    copies, enough = rotation_copies(working_set_bytes=10 << 20, l2_bytes=50 << 20, launches=500, budget_bytes=50 << 20)
-    assert (copies, enough) == (5, False)
+    options = TimingOptions(rotation_budget_bytes=1 << 30)
+    assert launches_per_sample(5e-6, options, working_set_bytes=32 << 10) == 200
+    assert launches_per_sample(5e-6, options, working_set_bytes=10 << 20) == 102  # 1 GiB / 10 MiB
+    assert buffer_sets(200, 32 << 10, 50 << 20, warm=False) == 200
+    assert buffer_sets(200, 10 << 20, 50 << 20, warm=True) == 2  # warm: what fits in half of L2
 
 
 def test_warm_mode_never_flushes_and_says_so() -> None:
     backend = FakeBackend({}, seconds_per_launch=5e-6)
-    timing = _time(backend, TimingOptions(warm=True, stop=FAST_STOP, warmup_s=0.0))
-    assert timing.warm and timing.l2 == "warm" and timing.buffer_copies == 1
+    timing, _ = _time(backend, TimingOptions(warm=True, stop=FAST_STOP, warmup_s=0.0))
+    assert timing.warm and timing.l2 == "warm" and timing.buffer_copies == 200  # 200 x 32 KB fit in half of L2
     assert backend.flushes == 0
 
 
 def test_batch_method_when_graphs_are_off() -> None:
     backend = FakeBackend({}, seconds_per_launch=5e-6)
-    timing = _time(backend, TimingOptions(use_graph=False, stop=FAST_STOP, warmup_s=0.0))
+    timing, _ = _time(backend, TimingOptions(use_graph=False, stop=FAST_STOP, warmup_s=0.0))
     assert timing.method == "batch"
 
 
@@ -394,7 +434,7 @@ def test_throttled_samples_are_dropped_and_flagged() -> None:
         return GpuState(1755 if throttled else 1980, 2619, 60, 0x4 if throttled else 0, throttled)
 
     backend = FakeBackend({}, seconds_per_launch=100e-6, states=every_third)
-    timing = _time(backend)
+    timing, _ = _time(backend)
     assert timing.throttled and timing.dropped_throttled > 0
     assert timing.clocks.sm_clock_mhz_min == 1755 and timing.clocks.sm_clock_mhz_max == 1980
     assert "sw_power_cap" in timing.clocks.reasons

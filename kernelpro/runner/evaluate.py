@@ -42,7 +42,7 @@ class WallOptions:
     time: bool = True
     timing: TimingOptions = field(default_factory=TimingOptions)
     sanitizer: bool = False  # memcheck, plus racecheck when the kernel uses shared memory
-    guard_bytes: int = 4096
+    guard_bytes: int = 65536
     timeout_s: float = 900.0
     idle_timeout_s: float = 60.0
     sanitizer_timeout_s: float = 600.0

@@ -7,15 +7,18 @@
    resolution, so each sample is ``k`` launches (``k`` ≈ ``batch_target_s`` / single time, at most
    ``max_batch``) captured in a CUDA graph (``graph``; ``batch`` if capture fails), and the sample
    is divided by ``k``.
-3. **Cold L2 for batches**: flushing L2 before a sample of ``k`` launches leaves launches 2..k warm
-   when the data fits in L2 (a µs-scale kernel's always does). So the launches rotate over copies
-   of the buffers: ``k`` copies if that is fewer than ``2 x L2 / working set + 1``, else that many
-   (each copy is reused only after twice L2's worth of other data), within
-   ``rotation_budget_bytes`` (the timing says ``partly-warm`` when the budget cut it short).
+3. **One buffer set per launch**: every launch of a sample runs on its own buffer set (``k`` sets),
+   so flushing L2 before the sample leaves every launch cold, and every launch's output can be
+   verified (:mod:`kernelpro.runner.timed_check`). ``k`` is capped so the ``k`` sets fit in
+   ``rotation_budget_bytes``. Warm (no flush) uses at most as many sets as fit in half of L2 and
+   rotates over them when ``k`` is larger.
 4. **Sampling**: :func:`measure` until :func:`~kernelpro.runner.stats.should_stop`; after each
    sample NVML is read, and a throttled sample is dropped (``drop_throttled``) unless fewer than
    ``min_samples`` unthrottled ones remain at the end, in which case all are kept and the timing
    says ``throttled``.
+5. **Verification around every sample**: ``hooks.before_sample()`` (poison outputs, reload inputs)
+   is queued before the sample's L2 flush and start event, ``hooks.after_sample()`` (check every
+   set on the device) runs after its end event completed: neither is inside the timed region.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from kernelpro.runner.backend import Backend, Geometry
+from kernelpro.runner.backend import Backend, Geometry, TimedRunner
 from kernelpro.runner.nvml import summarize_states
 from kernelpro.runner.records import GpuState, Timing
 from kernelpro.runner.stats import Comparison, RunningStats, StopRule, compare_samples, should_stop, summarize
@@ -72,21 +75,36 @@ class Measurement:
     converged: bool
 
 
-def launches_per_sample(single_s: float, options: TimingOptions) -> int:
-    """1 for a kernel of at least the graph threshold, else enough launches to fill ``batch_target_s``."""
+class SampleHooks(Protocol):
+    """The buffer sets timed launches use, and the work around each sample (see :mod:`.timed_check`)."""
+
+    def arg_sets(self, count: int, launches_per_sample: int) -> list[Sequence[Any]]:
+        """``count`` argument tuples, each on its own buffer set."""
+
+    def before_sample(self) -> None:
+        """Queue the poison and input reload of every set (ahead of the flush and the start event)."""
+
+    def after_sample(self) -> None:
+        """Check every set after the sample's end event."""
+
+
+def launches_per_sample(single_s: float, options: TimingOptions, working_set_bytes: int = 0) -> int:
+    """1 for a kernel of at least the graph threshold, else enough launches to fill ``batch_target_s``.
+
+    Capped so that one buffer set per launch fits in ``rotation_budget_bytes``.
+    """
     if single_s >= options.graph_threshold_s:
         return 1
-    return max(2, min(options.max_batch, math.ceil(options.batch_target_s / max(single_s, 1e-9))))
+    wanted = max(2, min(options.max_batch, math.ceil(options.batch_target_s / max(single_s, 1e-9))))
+    affordable = options.rotation_budget_bytes // max(working_set_bytes, 1)
+    return max(1, min(wanted, affordable))
 
 
-def rotation_copies(working_set_bytes: int, l2_bytes: int, launches: int, budget_bytes: int) -> tuple[int, bool]:
-    """How many buffer copies a sample of ``launches`` launches rotates over, and whether that is enough."""
-    if launches <= 1 or working_set_bytes <= 0:
-        return 1, True
-    needed = min(launches, math.ceil(2 * l2_bytes / working_set_bytes) + 1)
-    affordable = max(1, budget_bytes // working_set_bytes)
-    copies = max(1, min(needed, affordable))
-    return copies, copies >= needed
+def buffer_sets(launches: int, working_set_bytes: int, l2_bytes: int, warm: bool) -> int:
+    """Buffer sets a sample of ``launches`` launches uses: one per launch, or what fits in half of L2 when warm."""
+    if not warm:
+        return launches
+    return max(1, min(launches, (l2_bytes // 2) // max(working_set_bytes, 1)))
 
 
 def measure(sample: Callable[[], float], monitor: Callable[[], GpuState | None] | None, rule: StopRule,
@@ -128,44 +146,45 @@ def measure(sample: Callable[[], float], monitor: Callable[[], GpuState | None] 
     return Measurement(tuple(kept), len(dropped), throttled, tuple(states), elapsed, reason, converged)
 
 
-def time_kernel(backend: Backend, kernel: Any, geometry: Geometry, args: Sequence[Any],
-                copy_args: Callable[[int], list[Sequence[Any]]], working_set_bytes: int,
+def time_kernel(backend: Backend, kernel: Any, geometry: Geometry, hooks: SampleHooks, working_set_bytes: int,
                 options: TimingOptions, progress: Callable[[str], None] | None = None,
                 clock: Callable[[], float] = time.perf_counter) -> Timing:
-    """Time ``kernel`` launched with ``args``; ``copy_args(n)`` makes ``n`` more argument tuples on copied buffers."""
+    """Time ``kernel`` on the buffer sets of ``hooks``, verifying every sample (warm-up included)."""
     flush = not options.warm
-    single = backend.timed_runner(kernel, geometry, [args], 1, flush, use_graph=False)
+
+    def checked(runner: TimedRunner) -> float:
+        hooks.before_sample()
+        seconds = runner.sample()
+        hooks.after_sample()
+        return seconds
+
+    single = backend.timed_runner(kernel, geometry, hooks.arg_sets(1, 1), 1, flush, use_graph=False)
     try:
         start, count = clock(), 0
         while count < options.warmup_launches or clock() - start < options.warmup_s:
-            single.sample()
+            checked(single)
             count += 1
-        probe = sorted(single.sample() for _ in range(PROBE_SAMPLES))[PROBE_SAMPLES // 2]
+        probe = sorted(checked(single) for _ in range(PROBE_SAMPLES))[PROBE_SAMPLES // 2]
     except BaseException:
         single.close()
         raise
-    k = launches_per_sample(probe, options)
-    copies, enough = 1, True
+    k = launches_per_sample(probe, options, working_set_bytes)
+    copies = 1
     runner = single
     if k > 1:
         single.close()
-        if not options.warm:
-            copies, enough = rotation_copies(working_set_bytes, backend.device_info().l2_bytes, k,
-                                             options.rotation_budget_bytes)
-        arg_sets = [args, *copy_args(copies - 1)] if copies > 1 else [args]
-        runner = backend.timed_runner(kernel, geometry, arg_sets, k, flush, options.use_graph)
+        copies = buffer_sets(k, working_set_bytes, backend.device_info().l2_bytes, options.warm)
+        runner = backend.timed_runner(kernel, geometry, hooks.arg_sets(copies, k), k, flush, options.use_graph)
     try:
-        result = measure(lambda: runner.sample() / k, backend.gpu_state, options.stop, options.drop_throttled,
+        result = measure(lambda: checked(runner) / k, backend.gpu_state, options.stop, options.drop_throttled,
                          clock=clock, progress=progress)
     finally:
         runner.close()
     stats = summarize(result.samples)
     if options.warm:
         l2 = "warm"
-    elif k == 1:
-        l2 = "flushed"
     else:
-        l2 = "rotated" if enough else "partly-warm"
+        l2 = "flushed" if k == 1 else "rotated"
     return Timing(
         median_s=stats.median, p20_s=stats.p20, p80_s=stats.p80, std_s=stats.std, mean_s=stats.mean, n=stats.n,
         method=runner.method, launches_per_sample=k, l2=l2, buffer_copies=copies, converged=result.converged,

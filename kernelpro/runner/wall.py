@@ -32,10 +32,11 @@ import numpy as np
 
 from kernelpro.runner import bounds
 from kernelpro.runner.backend import Backend, Geometry, KernelFault, LaunchRejected
-from kernelpro.runner.buffers import DeviceBuffers, first_difference
+from kernelpro.runner.buffers import DeviceBuffers, GuardDamage, GuardedBuffer, first_difference
 from kernelpro.runner.compare import compare_output
 from kernelpro.runner.inputs import FLOAT_DISTRIBUTIONS, InputSet, as_float64, make_inputs, scalar_args
 from kernelpro.runner.records import CheckFailure, Timing
+from kernelpro.runner.timed_check import TimedBuffers, TimedReport
 from kernelpro.runner.timing import TimingOptions, time_kernel
 from kernelpro.task import FLOAT_DTYPES, Task
 
@@ -49,7 +50,8 @@ class WallConfig:
     extra_size_sets: int = 2
     time: bool = True
     timing: TimingOptions = field(default_factory=TimingOptions)
-    guard_bytes: int = 4096
+    guard_bytes: int = 65536
+    timed_guard_bytes: int = 4096  # per timed buffer set (up to max_batch of them)
     roofline_slack: float = bounds.DEFAULT_SLACK
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,6 +109,9 @@ class Wall:
         self.progress = progress or (lambda stage: None)
         self.launches = 0
         self.distributions: set[str] = set()
+        self._expected: dict[tuple[int, int], dict[str, np.ndarray]] = {}  # reference outputs per (size, set)
+        self.timed: dict[str, Any] = {}
+        self.timing: Timing | None = None
 
     # --- the run ----------------------------------------------------------------------------------
     def run(self) -> WallResult:
@@ -127,12 +132,14 @@ class Wall:
                 self._check_roofline(timing)
                 self._recheck_after_timing(timing)
         except _Stop as stop:
+            timing = timing or self.timing  # a timing that failed its checks is kept as evidence
             return WallResult(tuple(stop.failures), tuple(flags), self._checked(checked), timing, stop.context_lost)
         return WallResult((), tuple(flags), self._checked(checked), timing, False)
 
     def _checked(self, checked: dict[str, Any]) -> dict[str, Any]:
         order = [d for d in FLOAT_DISTRIBUTIONS if d in self.distributions]
-        return {**checked, "distributions": order, "launches": self.launches}
+        return {**checked, "distributions": order, "launches": self.launches,
+                **({"timed_launches": self.timed} if self.timed else {})}
 
     # --- one input set ----------------------------------------------------------------------------
     def _envs(self, sizes: Mapping[str, int]) -> tuple[dict, dict]:
@@ -162,6 +169,7 @@ class Wall:
         context = (f"{size_label(self.task, sizes)}, input set {set_index} ({inputs.distribution}), "
                    f"seed {self.config.seed}")
         expected = self._launch("reference", env_ref, shapes, inputs, where, context)
+        self._expected[(size_index, set_index)] = expected
         got = self._launch("candidate", env_cand, shapes, inputs, where, context)
         self._compare(expected, got, "output", "", where, context)
         if not repeat:
@@ -210,18 +218,19 @@ class Wall:
                         context_lost=True) from None
 
     def _guard_failures(self, role: str, buffers: DeviceBuffers, label: str, where: dict) -> list[CheckFailure]:
-        failures = []
-        for name, damage in buffers.damaged_guards().items():
-            buffer = buffers.buffers[name]
-            for d in damage:
-                who = "the reference kernel" if role == "reference" else "the kernel"
-                failures.append(CheckFailure(
-                    "reference" if role == "reference" else "canary",
-                    f"{label}: {who} wrote {d.count} guard byte(s) {d.side} buffer {name}, the nearest at byte offset "
-                    f"{d.offset} ({name} spans bytes 0..{buffer.nbytes - 1}): out-of-bounds write",
-                    {**where, "arg": name, "side": d.side, "bytes_changed": d.count, "byte_offset": d.offset},
-                ))
-        return failures
+        return [self._guard_failure(label, name, buffers.buffers[name], d, where, role)
+                for name, damage in buffers.damaged_guards().items() for d in damage]
+
+    @staticmethod
+    def _guard_failure(label: str, name: str, buffer: GuardedBuffer, d: GuardDamage, where: dict,
+                       role: str) -> CheckFailure:
+        who = "the reference kernel" if role == "reference" else "the kernel"
+        return CheckFailure(
+            "reference" if role == "reference" else "canary",
+            f"{label}: {who} wrote {d.count} guard byte(s) {d.side} buffer {name}, the nearest at byte offset "
+            f"{d.offset} ({name} spans bytes 0..{buffer.nbytes - 1}): out-of-bounds write",
+            {**where, "arg": name, "side": d.side, "bytes_changed": d.count, "byte_offset": d.offset},
+        )
 
     def _input_failures(self, role: str, buffers: DeviceBuffers, inputs: InputSet, label: str,
                         where: dict) -> list[CheckFailure]:
@@ -268,39 +277,56 @@ class Wall:
     def _time(self) -> Timing:
         sizes = self.task.problem_sizes()[0]
         env_ref, env_cand = self._envs(sizes)
-        inputs = make_inputs(self.task, env_ref, self.config.seed, 0, 0)
-        where = {**self._where(sizes, 0, inputs), "launch": "timing"}
+        sets = [make_inputs(self.task, env_ref, self.config.seed, 0, index) for index in self._timed_input_sets()]
+        where = {**self._where(sizes, 0, sets[0]), "launch": "timing"}
         shapes = self._shapes(env_ref, env_cand, where)
-        buffers = DeviceBuffers(self.backend.xp, self.task, shapes, inputs, self.config.guard_bytes,
-                                self.backend.to_host)
-        args = buffers.kernel_args(scalar_args(self.task, env_cand))
-        positions = [k for k, a in enumerate(self.task.args) if a.is_buffer]
-
-        def copy_args(n: int) -> list[tuple]:
-            copies = []
-            for _ in range(n):
-                row = list(args)
-                for k in positions:
-                    row[k] = self.backend.copy(args[k])
-                copies.append(tuple(row))
-            return copies
-
+        context = f"{size_label(self.task, sizes)}, timed input sets, seed {self.config.seed}"
+        expected = [self._expected.get((0, s.set_index)) or self._launch("reference", env_ref, shapes, s, where,
+                                                                             context) for s in sets]
+        rng = np.random.default_rng(np.random.SeedSequence([self.config.seed, 0x71AED]))
+        hooks = TimedBuffers(self.backend.xp, self.task, shapes, sets, expected, scalar_args(self.task, env_cand),
+                             self.config.timed_guard_bytes, rng, self.backend.to_host)
+        working_set = DeviceBuffers(self.backend.xp, self.task, shapes, sets[0], 0, self.backend.to_host).nbytes()
         self.progress("timing")
         label = f"timed launches ({size_label(self.task, sizes)})"
         try:
-            timing = time_kernel(self.backend, self.candidate, self._geometry(env_cand), args, copy_args,
-                                 buffers.nbytes(), self.config.timing, self.progress)
+            timing = time_kernel(self.backend, self.candidate, self._geometry(env_cand), hooks, working_set,
+                                 self.config.timing, self.progress)
         except LaunchRejected as exc:
             raise _Stop([CheckFailure("launch", f"{label}: {exc}", where)]) from None
         except KernelFault as exc:
             raise _Stop([CheckFailure("cuda-error", f"{label}: the kernel faulted: {exc}", where)],
                         context_lost=True) from None
-        self.launches += timing.n * timing.launches_per_sample
-        failures = self._guard_failures("candidate", buffers, label, where) + self._input_failures(
-            "candidate", buffers, inputs, label, where)
+        self.timing = timing
+        report = hooks.report()
+        self.launches += report.launches
+        self.timed = {"launches": report.launches, "worked": report.worked, "buffer_sets": len(hooks.sets),
+                      "input_sets": [s.set_index for s in sets]}
+        failures = [self._guard_failure(f"{label}, buffer set {k}", name, hooks.sets[k].buffers[name], d,
+                                        {**where, "buffer_set": k}, "candidate")
+                    for k, name, d in hooks.damaged_guards()]
         if failures:
             raise _Stop(failures)
+        if report.failed_count:
+            raise _Stop([self._timed_failure(report, label, where, timing)])
         return timing
+
+    def _timed_input_sets(self) -> tuple[int, int]:
+        """Input sets the timed launches draw from: the first checked one and one only timing sees."""
+        return 0, self.config.input_sets + 1
+
+    def _timed_failure(self, report: TimedReport, label: str, where: dict, timing: Timing) -> CheckFailure:
+        first = report.failed[0]
+        check = "input-modified" if first.inputs_changed else "timed-output"
+        return CheckFailure(
+            check,
+            f"{label}: the candidate did its work in {report.worked} of {report.launches} timed launches; e.g. "
+            f"sample {first.sample}, buffer set {first.position}: it {first.describe()}. Every launch must compute "
+            "its outputs (no skipping when the output looks written, no launch-count, address or timer tricks)",
+            {**where, "launches": report.launches, "worked": report.worked, "sample": first.sample,
+             "buffer_set": first.position, "arg": first.arg, "unwritten": first.unwritten, "wrong": first.wrong,
+             "inputs_changed": first.inputs_changed, "launches_per_sample": timing.launches_per_sample},
+        )
 
     def _check_roofline(self, timing: Timing) -> None:
         sizes = self.task.problem_sizes()[0]
