@@ -19,9 +19,9 @@ import pytest
 
 from kernelpro.runner.backend import Geometry, KernelFault, LaunchRejected
 from kernelpro.runner.inputs import make_inputs, scalar_args
-from kernelpro.runner.timed_check import TimedBuffers
 from kernelpro.runner.records import DeviceInfo, GpuState
 from kernelpro.runner.stats import StopRule
+from kernelpro.runner.timed_check import TimedBuffers
 from kernelpro.runner.timing import TimingOptions, measure, time_kernel
 from kernelpro.runner.wall import Wall, WallConfig
 from kernelpro.task_loader import load_task
@@ -227,7 +227,7 @@ def run_wall(task_file: str, candidate: Callable, reference: Callable | None = N
     backend.kernels.update({"reference.cubin": reference, "candidate.cubin": candidate})
     wall = Wall(task, backend, backend.load_kernel("reference.cubin", task.kernel),
                 backend.load_kernel("candidate.cubin", task.kernel), {},
-                WallConfig(seed=seed, time=time, timing=FAST_TIMING, **config))
+                WallConfig(seed=seed, time=time, **{"timing": FAST_TIMING, **config}))
     return wall.run()
 
 

@@ -6,6 +6,12 @@ measured median they give the achieved rates, which cannot exceed the device's p
 * **DRAM**: ``2 x memory clock x bus width / 8`` (HBM and GDDR transfer twice per clock), e.g.
   H100 SXM: 2 x 2619 MHz x 5120 bit / 8 = 3.35 TB/s. Checked on cold timings only: with a warm L2
   the bytes need not come from DRAM.
+* **L2** (warm timings, where the data may sit in L2): ``SMs x max SM clock x`` the L2 bytes per
+  clock per SM of :data:`L2_BYTES_PER_CLOCK_PER_SM`. Data a kernel reads from the previous
+  launch's L2 lines is bounded by L2 bandwidth (L1 is not kept across launches). The table errs
+  high, about twice what microbenchmarks measure (H100 SXM: 132 x 1.98 GHz x 64 B = 16.7 TB/s
+  against ~7-10 TB/s measured), so it rejects a kernel that skips most of its work under ``--warm``
+  (a 20x "speed-up") without rejecting an honest L2-resident one.
 * **FLOP/s**: ``SMs x max SM clock x FLOPs per clock per SM`` of the fastest unit the task's dtypes
   may use (:data:`PER_SM_PER_CLOCK`): tensor cores for float16/bfloat16 (and int8), FP32 cores for
   float32 (TF32 tensor cores too when ``allow_lower_precision``), the FP64 tensor/FMA rate for
@@ -36,6 +42,10 @@ PER_SM_PER_CLOCK: dict[str, dict[str, float]] = {
     "10.0": {"fp32": 256, "fp16": 8192, "fp64": 256},
     "12.0": {"fp32": 256, "fp16": 2048, "fp64": 4},
 }
+# L2 bytes per clock per SM by compute capability, erring high (see the module docstring).
+L2_BYTES_PER_CLOCK_PER_SM: dict[str, float] = {
+    "7.0": 64, "7.5": 64, "8.0": 64, "8.6": 64, "8.7": 64, "8.9": 64, "9.0": 64, "10.0": 96, "12.0": 64,
+}
 _UNKNOWN = {unit: max(rates[unit] for rates in PER_SM_PER_CLOCK.values()) for unit in ("fp32", "fp16", "fp64")}
 DEFAULT_SLACK = 1.05
 
@@ -47,6 +57,7 @@ class Peaks:
     dram_bytes_per_s: float | None
     flops_per_s: float | None
     flop_unit: str  # which unit's rate ``flops_per_s`` is, e.g. "fp32" or "fp16 tensor"
+    l2_bytes_per_s: float | None = None  # the warm ceiling
 
 
 def dram_peak(device: DeviceInfo) -> float | None:
@@ -54,6 +65,14 @@ def dram_peak(device: DeviceInfo) -> float | None:
     if not device.memory_clock_khz or not device.memory_bus_bits:
         return None
     return 2.0 * device.memory_clock_khz * 1e3 * device.memory_bus_bits / 8.0
+
+
+def l2_peak(device: DeviceInfo) -> float | None:
+    """Peak L2 bandwidth in bytes/s (erring high), from the SM count and clock."""
+    if not device.sm_clock_khz:
+        return None
+    per_sm = L2_BYTES_PER_CLOCK_PER_SM.get(device.compute_capability, max(L2_BYTES_PER_CLOCK_PER_SM.values()))
+    return device.sm_count * device.sm_clock_khz * 1e3 * per_sm
 
 
 def flop_unit(dtypes: Iterable[str], allow_lower_precision: bool = False) -> tuple[str, float]:
@@ -76,7 +95,7 @@ def peaks(device: DeviceInfo, dtypes: Iterable[str], allow_lower_precision: bool
     if device.sm_clock_khz:
         flops = device.sm_count * device.sm_clock_khz * 1e3 * rates[unit] * factor
     label = {"fp16": "tensor-core", "fp64": "fp64", "fp32": "fp32"}[unit]
-    return Peaks(dram_peak(device), flops, label if factor == 1.0 else "int8 tensor-core")
+    return Peaks(dram_peak(device), flops, label if factor == 1.0 else "int8 tensor-core", l2_peak(device))
 
 
 def roofline_failure(bytes_moved: float | None, flops: float | None, seconds: float, limits: Peaks,
@@ -93,6 +112,16 @@ def roofline_failure(bytes_moved: float | None, flops: float | None, seconds: fl
                 f"the peak DRAM bandwidth {limits.dram_bytes_per_s / 1e9:.1f} GB/s x {slack:g}: the kernel skips "
                 "work, the timing is wrong, or [cost] bytes overstates the minimum traffic",
                 {"achieved_bytes_per_s": rate, "peak_bytes_per_s": limits.dram_bytes_per_s, "slack": slack},
+            )
+    if not cold and bytes_moved and limits.l2_bytes_per_s:
+        rate = bytes_moved / seconds
+        if rate > limits.l2_bytes_per_s * slack:
+            return CheckFailure(
+                "roofline",
+                f"{rate / 1e9:.1f} GB/s from [cost] bytes ({bytes_moved:.4g} B in {seconds * 1e6:.3f} us, warm) "
+                f"exceeds the L2 bandwidth ceiling {limits.l2_bytes_per_s / 1e9:.1f} GB/s x {slack:g}: the kernel skips "
+                "work, the timing is wrong, or [cost] bytes overstates the minimum traffic",
+                {"achieved_bytes_per_s": rate, "peak_l2_bytes_per_s": limits.l2_bytes_per_s, "slack": slack},
             )
     if flops and limits.flops_per_s:
         rate = flops / seconds
