@@ -119,8 +119,8 @@ def roofline_failure(bytes_moved: float | None, flops: float | None, seconds: fl
             return CheckFailure(
                 "roofline",
                 f"{rate / 1e9:.1f} GB/s from [cost] bytes ({bytes_moved:.4g} B in {seconds * 1e6:.3f} us, warm) "
-                f"exceeds the L2 bandwidth ceiling {limits.l2_bytes_per_s / 1e9:.1f} GB/s x {slack:g}: the kernel skips "
-                "work, the timing is wrong, or [cost] bytes overstates the minimum traffic",
+                f"exceeds the L2 bandwidth ceiling {limits.l2_bytes_per_s / 1e9:.1f} GB/s x {slack:g}: the kernel "
+                "skips work, the timing is wrong, or [cost] bytes overstates the minimum traffic",
                 {"achieved_bytes_per_s": rate, "peak_l2_bytes_per_s": limits.l2_bytes_per_s, "slack": slack},
             )
     if flops and limits.flops_per_s:

@@ -200,10 +200,7 @@ def _output_stats(xp: ModuleType, got: Any, expected: Any, dtype: str, tol: Any)
         wrong = _count(xp, bits != unsigned_view(expected))
         zero = xp.zeros((), dtype=f64)
         return [poisoned, wrong, zero, zero]
-    if dtype == "bfloat16":
-        g = (bits.astype(xp.uint32) << 16).view(xp.float32).astype(f64)
-    else:
-        g = got.astype(f64)
+    g = (bits.astype(xp.uint32) << 16).view(xp.float32).astype(f64) if dtype == "bfloat16" else got.astype(f64)
     e = expected
     with np.errstate(invalid="ignore", over="ignore"):  # numpy only; CuPy does not warn
         return _float_stats(xp, g, e, tol, poisoned)

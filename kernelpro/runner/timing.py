@@ -181,10 +181,7 @@ def time_kernel(backend: Backend, kernel: Any, geometry: Geometry, hooks: Sample
     finally:
         runner.close()
     stats = summarize(result.samples)
-    if options.warm:
-        l2 = "warm"
-    else:
-        l2 = "flushed" if k == 1 else "rotated"
+    l2 = "warm" if options.warm else "flushed" if k == 1 else "rotated"
     return Timing(
         median_s=stats.median, p20_s=stats.p20, p80_s=stats.p80, std_s=stats.std, mean_s=stats.mean, n=stats.n,
         method=runner.method, launches_per_sample=k, l2=l2, buffer_copies=copies, converged=result.converged,
