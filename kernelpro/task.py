@@ -132,6 +132,8 @@ class Correctness:
     sizes: tuple[Mapping[str, int], ...] = ()  # extra problem sizes (overrides of params)
     deterministic: bool = True
     allow_lower_precision: bool = False  # may SASS use FP16 arithmetic in an FP32 task?
+    drawn_size: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # bounds of the per-seed extra size
+    exclude_distributions: Mapping[str, str] = field(default_factory=dict)  # input distribution -> why not
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,8 @@ SCHEMA: dict[str, frozenset[str] | None] = {
     "launch": frozenset({"grid", "block", "shared_mem"}),
     "knobs": None,
     "tuning": frozenset({"constraints"}),
-    "correctness": frozenset({"reference", "atol", "rtol", "sizes", "deterministic", "allow_lower_precision"}),
+    "correctness": frozenset({"reference", "atol", "rtol", "sizes", "deterministic", "allow_lower_precision",
+                              "drawn_size", "exclude_distributions"}),
     "cost": frozenset({"flops", "bytes"}),
     "comparator": frozenset({"library", "expr"}),
     "origin": frozenset({"path", "function"}),
@@ -423,7 +424,47 @@ class _Loader:
             sizes=tuple(sizes),
             deterministic=table.get("deterministic", True),
             allow_lower_precision=table.get("allow_lower_precision", False),
+            drawn_size=self.read_drawn_size(table.get("drawn_size", {}), params),
+            exclude_distributions=self.read_excluded_distributions(table.get("exclude_distributions", {})),
         )
+
+    def read_drawn_size(self, table: Any, params: dict[str, int]) -> dict[str, tuple[int, int]]:
+        """``drawn_size = { N = [low, high] }``: where the wall's per-seed extra size draws each param."""
+        if not isinstance(table, dict):
+            raise self.error("drawn_size must be a table of [low, high] ranges", "correctness", "drawn_size",
+                             fix="e.g. drawn_size = { N = [17, 100000] }")
+        bounds = {}
+        for name, span in table.items():
+            if name not in params:
+                raise self.error(f"drawn_size sets unknown parameter {name!r}", "correctness", "drawn_size",
+                                 fix=_did_you_mean(name, params))
+            ok = (isinstance(span, list) and len(span) == 2
+                  and all(isinstance(v, int) and not isinstance(v, bool) for v in span) and 1 <= span[0] <= span[1])
+            if not ok:
+                raise self.error(f"drawn_size {name} = {span!r} is not a range [low, high] of positive integers",
+                                 "correctness", "drawn_size", fix=f"e.g. {name} = [1, {params[name]}]")
+            bounds[name] = (span[0], span[1])
+        return bounds
+
+    def read_excluded_distributions(self, table: Any) -> dict[str, str]:
+        """``exclude_distributions = { offset = "why" }``: input distributions the task cannot take."""
+        from kernelpro.runner.inputs import FLOAT_DISTRIBUTIONS, INT_DISTRIBUTIONS
+
+        known = dict.fromkeys(FLOAT_DISTRIBUTIONS + INT_DISTRIBUTIONS)
+        if not isinstance(table, dict):
+            raise self.error("exclude_distributions must be a table of distribution = reason", "correctness",
+                             "exclude_distributions", fix='e.g. exclude_distributions = { offset = "log of negatives" }')
+        for name, reason in table.items():
+            if name not in known:
+                raise self.error(f"unknown input distribution {name!r} in exclude_distributions", "correctness",
+                                 "exclude_distributions", fix=_did_you_mean(name, known))
+            if not isinstance(reason, str) or not reason.strip():
+                raise self.error(f"exclude_distributions {name} needs a reason", "correctness",
+                                 "exclude_distributions", fix=f'{name} = "why the kernel cannot take these inputs"')
+        if set(FLOAT_DISTRIBUTIONS) <= set(table):
+            raise self.error("exclude_distributions leaves no float distribution", "correctness",
+                             "exclude_distributions", fix="keep at least one, e.g. normal")
+        return dict(table)
 
     def read_cost(self, table: dict | None, names: set[str]) -> Cost | None:
         if table is None:

@@ -68,7 +68,7 @@ def test_seeds_are_reproducible_and_fresh_seeds_differ() -> None:
 
 def test_random_rotates_over_distributions_with_negatives_tiny_values_and_heavy_tails() -> None:
     sets = [make_inputs(ROWSUM, ROWSUM.env(), seed=7, size_index=0, set_index=j) for j in range(4)]
-    assert [s.distribution for s in sets] == list(FLOAT_DISTRIBUTIONS)
+    assert [s.distribution for s in sets] == list(FLOAT_DISTRIBUTIONS[:4])
     normal, uniform, heavy, tiny = (s.arrays["x"].astype(np.float64).ravel() for s in sets)
     assert abs(normal.mean()) < 0.01 and normal.std() == pytest.approx(1.0, abs=0.01)
     assert uniform.min() >= -1 and uniform.max() <= 1 and uniform.std() == pytest.approx(1 / np.sqrt(3), abs=0.01)
@@ -80,6 +80,29 @@ def test_random_rotates_over_distributions_with_negatives_tiny_values_and_heavy_
         assert (data < 0).mean() == pytest.approx(0.5, abs=0.02)
     # the extra sizes continue the rotation, so they see other distributions too
     assert make_inputs(ROWSUM, ROWSUM.env(), seed=7, size_index=1, set_index=0).distribution == "uniform"
+
+
+def test_v2_distributions_offset_large_denormal_constant_rows() -> None:
+    x = {name: make_inputs(ROWSUM, ROWSUM.env(), seed=7, size_index=0, set_index=0, rotation=k).arrays["x"]
+         for k, name in enumerate(FLOAT_DISTRIBUTIONS)}
+    offset, large, denormal, constant = (x[n].astype(np.float64) for n in ("offset", "large", "denormal", "constant"))
+    assert offset.mean() == pytest.approx(100.0, abs=0.1) and offset.std() == pytest.approx(1.0, abs=0.1)
+    with np.errstate(over="ignore"):
+        assert np.exp(offset.astype(np.float32)).max() == np.inf  # exp without the max subtracted overflows
+    assert 1e14 < np.abs(large).max() < 1e17 and np.isfinite((large.astype(np.float32) ** 2).sum(dtype=np.float32))
+    tiny_normal = np.finfo(np.float32).tiny
+    assert 0 < np.abs(denormal).max() < tiny_normal and (denormal < 0).any()
+    rows = constant.reshape(constant.shape[0], -1)
+    assert (rows == rows[:, :1]).all() and len(np.unique(rows[:, 0])) == rows.shape[0]
+
+
+def test_excluded_distributions_leave_the_rotation() -> None:
+    from dataclasses import replace
+
+    excluded = {"offset": "log of the input", "denormal": "the reference flushes to zero"}
+    task = replace(ROWSUM, correctness=replace(ROWSUM.correctness, exclude_distributions=excluded))
+    seen = {make_inputs(task, task.env(), 1, 0, 0, rotation=k).distribution for k in range(16)}
+    assert seen == set(FLOAT_DISTRIBUTIONS) - {"offset", "denormal"}
 
 
 def test_explicit_initializers() -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from kernelpro.runner.backend import Geometry, KernelFault, LaunchRejected
-from kernelpro.runner.inputs import make_inputs, scalar_args
+from kernelpro.runner.inputs import FLOAT_DISTRIBUTIONS, make_inputs, scalar_args
 from kernelpro.runner.records import DeviceInfo, GpuState
 from kernelpro.runner.stats import StopRule
 from kernelpro.runner.timed_check import TimedBuffers
@@ -235,11 +235,13 @@ def run_wall(task_file: str, candidate: Callable, reference: Callable | None = N
 def test_correct_candidate_passes_every_size_and_set() -> None:
     result = run_wall("scale.cu", scale_times_x_a)
     assert result.failures == ()
-    assert result.checked["sizes"] == ["N=4096", "N=1000", "N=1"]
-    assert result.checked["input_sets"] == 4 + 2 + 2
-    assert result.checked["distributions"] == ["normal", "uniform", "heavy", "tiny"]
+    drawn = result.checked["drawn_size"]["N"]
+    assert result.checked["sizes"] == ["N=4096", "N=1000", "N=1", f"N={drawn}"]
+    assert drawn % 2 == 1 and 1 <= drawn <= 1000
+    assert result.checked["input_sets"] == 4 + 2 + 2 + 2
+    assert result.checked["distributions"] == list(FLOAT_DISTRIBUTIONS)
     # per size: one launch of each kernel per set, plus the candidate's repeat on set 0
-    assert result.checked["launches"] == 2 * 8 + 3
+    assert result.checked["launches"] == 2 * 10 + 4
 
 
 @pytest.mark.parametrize(("candidate", "check", "detail"), [

@@ -225,3 +225,26 @@ def test_documented_example_is_a_valid_task(tmp_path: Path) -> None:
     assert task.comparator is not None and task.comparator.library == "cupy"
     assert task.tolerance_for(task.args[2]).rtol == 2e-4
     assert task.dynamic_shared_bytes(task.env()) == 256 * 4
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('drawn_size = { M = [1, 9] }', "drawn_size sets unknown parameter 'M'"),
+    ('drawn_size = { N = [9, 1] }', "is not a range"),
+    ('drawn_size = [1, 9]', "drawn_size must be a table"),
+    ('exclude_distributions = { ofset = "log" }', "unknown input distribution 'ofset'"),
+    ('exclude_distributions = { offset = "" }', "exclude_distributions offset needs a reason"),
+])
+def test_v2_correctness_keys_are_validated_with_file_and_line(line: str, message: str) -> None:
+    text = BASE.replace("[correctness]", f"[correctness]\n{line}")
+    with pytest.raises(TaskError, match=message) as caught:
+        parse_task(text, "t.cu")
+    assert caught.value.line == text.splitlines().index(line) + 1
+    assert "t.cu" in str(caught.value)
+
+
+def test_v2_correctness_keys_load() -> None:
+    text = BASE.replace("[correctness]", '[correctness]\ndrawn_size = { N = [17, 9999] }\n'
+                        'exclude_distributions = { offset = "log of negatives" }')
+    correctness = parse_task(text, "t.cu").correctness
+    assert correctness.drawn_size == {"N": (17, 9999)}
+    assert correctness.exclude_distributions == {"offset": "log of negatives"}

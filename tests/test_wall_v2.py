@@ -95,7 +95,7 @@ def do_nothing(kernel, geometry, args, backend) -> None:
     pass
 
 
-CHECKED = 11  # 8 input sets + 3 repeats at scale.cu's sizes; test_checked_launch_count pins it
+CHECKED = 14  # 10 input sets + 4 repeats at scale.cu's 3 sizes and the drawn one; test_checked_launch_count pins it
 
 
 def test_checked_launch_count() -> None:
@@ -231,3 +231,104 @@ def test_warm_skipping_kernel_fails_the_wall() -> None:
 
 # keep the honest softmax importable for the distribution tests below
 _ = softmax
+
+
+# --- the drawn size ------------------------------------------------------------------------------------
+def specialised_to_declared_sizes(kernel, geometry, args, backend) -> None:
+    """Correct at the sizes the task file lists, drops the tail elsewhere (assumes a multiple of 64)."""
+    x, y, a, n = args
+    if int(n) in (4096, 1000, 1):
+        scale(kernel, geometry, args, backend)
+    else:
+        m = int(n) & ~63
+        y[:m] = a * x[:m]
+
+
+def test_shape_specialised_kernel_fails_at_the_drawn_size() -> None:
+    result = run_wall("scale.cu", specialised_to_declared_sizes)
+    failure = result.failures[0]
+    assert failure.check == "output"
+    drawn = result.checked["drawn_size"]
+    assert failure.where["size"] == drawn and "never written" in failure.message
+    assert run_wall("scale.cu", specialised_to_declared_sizes, draw_size=False).failures == ()  # v1 passed it
+
+
+def test_drawn_size_is_odd_in_range_and_reproducible_from_the_seed() -> None:
+    from dataclasses import replace
+
+    from kernelpro.runner.drawn_size import draw_size, ranges
+
+    task = load_task(WALL / "scale.cu")
+    assert ranges(task) == {"N": (1, 1000)}
+    draws = {draw_size(task, seed, {})["N"] for seed in range(200)}
+    assert all(n % 2 == 1 and 1 <= n <= 1000 for n in draws) and len(draws) > 100
+    assert draw_size(task, 77, {}) == draw_size(task, 77, {})  # a resume with the same seed checks the same size
+    bounded = replace(task, correctness=replace(task.correctness, drawn_size={"N": (100, 120)}))
+    assert {draw_size(bounded, seed, {})["N"] for seed in range(50)} <= set(range(101, 121, 2))
+
+
+def test_drawn_size_respects_the_launch_limits() -> None:
+    from kernelpro.runner.drawn_size import draw_size, valid
+
+    task = load_task(WALL / "softmax_tiny.cu")  # one extra size: COLS drawn between 1000 and 262144
+    sizes = draw_size(task, 5, {})
+    assert sizes is not None and sizes["COLS"] % 2 == 1 and 1000 <= sizes["COLS"] <= 262144
+    assert valid(task, sizes, {}) and not valid(task, {**sizes, "ROWS": 0}, {})
+
+
+# --- input distributions -------------------------------------------------------------------------------
+def softmax_subtracts_a_constant(kernel, geometry, args, backend) -> None:
+    """exp(x - 10) instead of exp(x - max): right for logits near zero, Inf/NaN on real (offset) logits."""
+    x, y, rows, cols = args
+    with np.errstate(over="ignore", invalid="ignore"):
+        e = np.exp(x - np.float32(10.0))
+        y[...] = e / e.sum(axis=1, keepdims=True, dtype=np.float32)
+
+
+def flushes_denormals(kernel, geometry, args, backend) -> None:
+    """What -use_fast_math (flush-to-zero) does to subnormal inputs."""
+    x, y, a, n = args
+    tiny = np.finfo(np.float32).tiny
+    y[:n] = np.where(np.abs(x[:n]) < tiny, 0.0, a * x[:n])
+
+
+def half_precision_intermediate(kernel, geometry, args, backend) -> None:
+    """Computes in float16: fine for N(0, 1), Inf for large magnitudes."""
+    x, y, a, n = args
+    with np.errstate(over="ignore"):
+        y[:n] = (x[:n].astype(np.float16) * np.float16(a)).astype(np.float32)
+
+
+@pytest.mark.parametrize(("task", "cheat", "distribution"), [
+    ("softmax_tiny.cu", softmax_subtracts_a_constant, "offset"),
+    ("scale.cu", flushes_denormals, "denormal"),
+])
+def test_new_distributions_catch_what_centred_inputs_miss(task: str, cheat: Callable, distribution: str) -> None:
+    result = run_wall(task, cheat)
+    failure = result.failures[0]
+    assert failure.check == "output"
+    assert failure.where["distribution"] == distribution
+
+
+def test_half_precision_intermediate_fails_on_large_magnitudes() -> None:
+    from dataclasses import replace
+
+    from kernelpro.runner.wall import Wall, WallConfig
+    from kernelpro.task import Tolerance
+
+    assert run_wall("scale.cu", half_precision_intermediate).failures[0].check == "output"
+    # even under a loose tolerance, with tiny and denormal (which float16 also flushes) opted out: large gives Inf
+    task = load_task(WALL / "scale.cu")
+    correctness = replace(task.correctness, tolerance=Tolerance(atol=1e-2, rtol=1e-2),
+                          exclude_distributions={"tiny": "test", "denormal": "test"})
+    backend = FakeBackend({"reference.cubin": scale, "candidate.cubin": half_precision_intermediate})
+    wall = Wall(replace(task, correctness=correctness), backend, backend.load_kernel("reference.cubin", "scale"),
+                backend.load_kernel("candidate.cubin", "scale"), {}, WallConfig(seed=3, time=False))
+    failure = wall.run().failures[0]
+    assert failure.where["distribution"] == "large" and "inf" in failure.message.lower()
+
+
+def test_honest_softmax_passes_every_distribution() -> None:
+    result = run_wall("softmax_tiny.cu", softmax)
+    assert result.failures == ()
+    assert set(result.checked["distributions"]) >= {"offset", "large", "denormal", "constant"}

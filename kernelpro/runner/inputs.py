@@ -6,15 +6,24 @@ caller fixes it; the verdict records it). Each input buffer of input set ``j`` a
 argument's position), so any set can be regenerated from the verdict alone.
 
 **Distributions.** ``init = "random"`` (the default for inputs) rotates over
-:data:`FLOAT_DISTRIBUTIONS` from one input set to the next, so a kernel tuned to one distribution
-meets others: ``normal`` N(0, 1); ``uniform`` U(-1, 1); ``heavy`` Student-t with 3 degrees of
-freedom scaled to unit variance and clipped to ±100 (rare large values, same typical scale, so
-the task's absolute tolerance still fits a legitimate reordered sum); ``tiny`` N(0, 1) times
+:data:`FLOAT_DISTRIBUTIONS` from one input set to the next (the wall numbers its sets across all
+sizes, so an evaluation meets every distribution), so a kernel tuned to one distribution meets
+others: ``normal`` N(0, 1); ``uniform`` U(-1, 1); ``heavy`` Student-t with 3 degrees of freedom
+scaled to unit variance and clipped to ±100 (rare large values, same typical scale, so the task's
+absolute tolerance still fits a legitimate reordered sum); ``tiny`` N(0, 1) times
 :data:`TINY_SCALE` (1e-30 for float32, far below any atol: only the relative part of the
-tolerance can judge such outputs). All are symmetric, so every set has negative values.
-Integer ``random`` rotates over :data:`INT_DISTRIBUTIONS` (``small`` [-100, 100), ``wide``
-[-2^20, 2^20), ``heavy`` a rounded t-distribution times 100), clipped to the dtype's range
-(unsigned types draw the non-negative half). Other initializers are what they say.
+tolerance can judge such outputs); ``offset`` N(0, 1) plus a large common mean
+(:data:`OFFSET_MEAN`, 100 for float32: ``exp`` of it overflows, so a softmax that subtracts a
+constant instead of the row maximum gives Inf/NaN, and a one-pass variance loses its digits);
+``large`` N(0, 1) times :data:`LARGE_SCALE` (1e15 for float32: squares and dot products over a
+million elements stay finite, a float16 intermediate does not); ``denormal`` U(-1, 1) times the
+dtype's smallest normal (subnormal values: flush-to-zero arithmetic loses them all); ``constant``
+one N(0, 1) value per row (last axis), so every element of a row ties (zero variance, argmax
+ties, uniform softmax). A task opts a distribution out with ``[correctness] exclude_distributions
+= { name = "reason" }``. Integer ``random`` rotates over :data:`INT_DISTRIBUTIONS` (``small``
+[-100, 100), ``wide`` [-2^20, 2^20), ``heavy`` a rounded t-distribution times 100, ``offset``
+1000 + [-100, 100), ``constant`` rows), clipped to the dtype's range (unsigned types draw the
+non-negative half). Other initializers are what they say.
 
 **bfloat16.** numpy has no bfloat16: such buffers are stored as ``uint16`` bit patterns (what the
 GPU reads as ``__nv_bfloat16``), produced from float32 with round-to-nearest-even
@@ -31,9 +40,14 @@ import numpy as np
 
 from kernelpro.task import FLOAT_DTYPES, Argument, Init, Task
 
-FLOAT_DISTRIBUTIONS: tuple[str, ...] = ("normal", "uniform", "heavy", "tiny")
-INT_DISTRIBUTIONS: tuple[str, ...] = ("small", "wide", "heavy")
+FLOAT_DISTRIBUTIONS: tuple[str, ...] = ("normal", "uniform", "heavy", "tiny", "offset", "large", "denormal",
+                                         "constant")
+INT_DISTRIBUTIONS: tuple[str, ...] = ("small", "wide", "heavy", "offset", "constant")
 TINY_SCALE: dict[str, float] = {"float64": 1e-150, "float32": 1e-30, "bfloat16": 1e-30, "float16": 1e-4}
+OFFSET_MEAN: dict[str, float] = {"float64": 1e4, "float32": 100.0, "bfloat16": 20.0, "float16": 20.0}
+LARGE_SCALE: dict[str, float] = {"float64": 1e150, "float32": 1e15, "bfloat16": 1e15, "float16": 16.0}
+SMALLEST_NORMAL: dict[str, float] = {"float64": 2.2250738585072014e-308, "float32": 1.1754944e-38,
+                                     "bfloat16": 1.1754944e-38, "float16": 6.1035156e-05}
 HEAVY_DF = 3.0
 HEAVY_CLIP = 100.0
 
@@ -90,33 +104,45 @@ class InputSet:
     arrays: Mapping[str, np.ndarray]
 
 
+def allowed(task: Task, names: tuple[str, ...]) -> tuple[str, ...]:
+    """``names`` without the task's ``exclude_distributions`` (in rotation order)."""
+    kept = tuple(n for n in names if n not in task.correctness.exclude_distributions)
+    return kept or names[:1]
+
+
 def make_inputs(task: Task, env: Mapping[str, int | float | str], seed: int, size_index: int,
-                set_index: int) -> InputSet:
-    """Draw input set ``set_index`` for problem size ``size_index`` (``env`` gives the shapes)."""
-    rotation = distribution_for(size_index, set_index)
+                set_index: int, rotation: int | None = None) -> InputSet:
+    """Draw input set ``set_index`` for problem size ``size_index`` (``env`` gives the shapes).
+
+    ``rotation`` picks the distribution (default :func:`distribution_for`); the wall passes its
+    running count of input sets.
+    """
+    rotation = distribution_for(size_index, set_index) if rotation is None else rotation
+    floats, ints = allowed(task, FLOAT_DISTRIBUTIONS), allowed(task, INT_DISTRIBUTIONS)
     arrays = {}
     for position, arg in enumerate(task.args):
         if not arg.is_input:
             continue
         rng = np.random.default_rng(np.random.SeedSequence([seed, size_index, set_index, position]))
-        arrays[arg.name] = generate(arg, task.shape(arg, env), env, rng, rotation)
-    return InputSet(seed, size_index, set_index, FLOAT_DISTRIBUTIONS[rotation % len(FLOAT_DISTRIBUTIONS)], arrays)
+        arrays[arg.name] = generate(arg, task.shape(arg, env), env, rng, rotation, floats, ints)
+    return InputSet(seed, size_index, set_index, floats[rotation % len(floats)], arrays)
 
 
 def generate(arg: Argument, shape: tuple[int, ...], env: Mapping[str, int | float | str],
-             rng: np.random.Generator, rotation: int = 0) -> np.ndarray:
+             rng: np.random.Generator, rotation: int = 0, floats: tuple[str, ...] = FLOAT_DISTRIBUTIONS,
+             ints: tuple[str, ...] = INT_DISTRIBUTIONS) -> np.ndarray:
     """One input buffer of ``shape`` filled per the argument's initializer (in storage dtype)."""
     init = arg.init or Init("random")
     params = [p.eval(env) for p in init.params]
     size = int(np.prod(shape))
+    row = shape[-1] if shape else 1
     if init.kind == "random":
         if arg.dtype in FLOAT_DTYPES:
-            name = FLOAT_DISTRIBUTIONS[rotation % len(FLOAT_DISTRIBUTIONS)]
-            values = random_floats(name, size, arg.dtype, rng)
+            values = random_floats(floats[rotation % len(floats)], size, arg.dtype, rng, row)
         elif arg.dtype == "bool":
             values = rng.random(size) < 0.5
         else:
-            values = random_ints(INT_DISTRIBUTIONS[rotation % len(INT_DISTRIBUTIONS)], size, arg.dtype, rng)
+            values = random_ints(ints[rotation % len(ints)], size, arg.dtype, rng, row)
     elif init.kind == "normal":
         mean, std = params or (0.0, 1.0)
         values = rng.normal(float(mean), float(std), size)
@@ -135,9 +161,22 @@ def generate(arg: Argument, shape: tuple[int, ...], env: Mapping[str, int | floa
     return to_storage(values, arg.dtype).reshape(shape)
 
 
-def random_floats(name: str, size: int, dtype: str, rng: np.random.Generator) -> np.ndarray:
-    """``size`` floats from distribution ``name`` (float32, or float64 for float64 buffers)."""
+def _rows(values: np.ndarray, size: int, row: int) -> np.ndarray:
+    """One value per row of ``row`` elements, repeated along the row."""
+    return np.repeat(values[:-(-size // max(row, 1))], max(row, 1))[:size]
+
+
+def random_floats(name: str, size: int, dtype: str, rng: np.random.Generator, row: int = 1) -> np.ndarray:
+    """``size`` floats from distribution ``name`` (float32, or float64 for float64 buffers); rows of ``row``."""
     work = np.float64 if dtype == "float64" else np.float32
+    if name == "offset":
+        return (rng.standard_normal(size) + OFFSET_MEAN[dtype]).astype(work)
+    if name == "large":
+        return (rng.standard_normal(size) * LARGE_SCALE[dtype]).astype(work)
+    if name == "denormal":
+        return (rng.uniform(-1.0, 1.0, size) * SMALLEST_NORMAL[dtype]).astype(work)
+    if name == "constant":
+        return _rows(rng.standard_normal(-(-size // max(row, 1))), size, row).astype(work)
     if name == "normal":
         return rng.standard_normal(size, dtype=work)
     if name == "uniform":
@@ -150,10 +189,14 @@ def random_floats(name: str, size: int, dtype: str, rng: np.random.Generator) ->
     raise ValueError(f"unknown distribution {name!r}")
 
 
-def random_ints(name: str, size: int, dtype: str, rng: np.random.Generator) -> np.ndarray:
-    """``size`` integers from distribution ``name``, clipped to ``dtype``'s range."""
+def random_ints(name: str, size: int, dtype: str, rng: np.random.Generator, row: int = 1) -> np.ndarray:
+    """``size`` integers from distribution ``name``, clipped to ``dtype``'s range; rows of ``row``."""
     info = np.iinfo(np.dtype(dtype))
-    if name == "small":
+    if name == "offset":
+        values = 1000 + rng.integers(-100, 100, size, dtype=np.int64)
+    elif name == "constant":
+        values = _rows(rng.integers(-100, 100, -(-size // max(row, 1)), dtype=np.int64), size, row)
+    elif name == "small":
         values = rng.integers(-100, 100, size, dtype=np.int64)
     elif name == "wide":
         values = rng.integers(-(1 << 20), 1 << 20, size, dtype=np.int64)

@@ -34,6 +34,7 @@ from kernelpro.runner import bounds
 from kernelpro.runner.backend import Backend, Geometry, KernelFault, LaunchRejected
 from kernelpro.runner.buffers import DeviceBuffers, GuardDamage, GuardedBuffer, first_difference
 from kernelpro.runner.compare import compare_output
+from kernelpro.runner.drawn_size import draw_size
 from kernelpro.runner.inputs import FLOAT_DISTRIBUTIONS, InputSet, as_float64, make_inputs, scalar_args
 from kernelpro.runner.records import CheckFailure, Timing
 from kernelpro.runner.timed_check import TimedBuffers, TimedReport
@@ -50,6 +51,7 @@ class WallConfig:
     extra_size_sets: int = 2
     time: bool = True
     timing: TimingOptions = field(default_factory=TimingOptions)
+    draw_size: bool = True  # add the seed's drawn size (kernelpro.runner.drawn_size)
     guard_bytes: int = 65536
     timed_guard_bytes: int = 4096  # per timed buffer set (up to max_batch of them)
     roofline_slack: float = bounds.DEFAULT_SLACK
@@ -112,6 +114,7 @@ class Wall:
         self._expected: dict[tuple[int, int], dict[str, np.ndarray]] = {}  # reference outputs per (size, set)
         self.timed: dict[str, Any] = {}
         self.timing: Timing | None = None
+        self.sets_drawn = 0  # input sets drawn so far: the distribution rotation
 
     # --- the run ----------------------------------------------------------------------------------
     def run(self) -> WallResult:
@@ -119,8 +122,13 @@ class Wall:
         checked: dict[str, Any] = {"sizes": [], "input_sets": 0, "reference": self.task.correctness.reference
                                    or f"{self.task.kernel} (default knobs)"}
         timing, flags = None, []
+        sizes_to_check = self.task.problem_sizes()
+        drawn = draw_size(self.task, self.config.seed, self.knobs) if self.config.draw_size else None
+        if drawn is not None:
+            sizes_to_check.append(drawn)
+            checked["drawn_size"] = drawn
         try:
-            for size_index, sizes in enumerate(self.task.problem_sizes()):
+            for size_index, sizes in enumerate(sizes_to_check):
                 count = self.config.input_sets if size_index == 0 else self.config.extra_size_sets
                 for set_index in range(count):
                     self._check_set(size_index, sizes, set_index, repeat=set_index == 0)
@@ -162,7 +170,8 @@ class Wall:
 
     def _check_set(self, size_index: int, sizes: Mapping[str, int], set_index: int, repeat: bool) -> None:
         env_ref, env_cand = self._envs(sizes)
-        inputs = make_inputs(self.task, env_ref, self.config.seed, size_index, set_index)
+        inputs = make_inputs(self.task, env_ref, self.config.seed, size_index, set_index, rotation=self.sets_drawn)
+        self.sets_drawn += 1
         self.distributions.add(inputs.distribution)
         where = self._where(sizes, size_index, inputs)
         shapes = self._shapes(env_ref, env_cand, where)
