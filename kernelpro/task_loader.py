@@ -453,7 +453,8 @@ class _Loader:
         known = dict.fromkeys(FLOAT_DISTRIBUTIONS + INT_DISTRIBUTIONS)
         if not isinstance(table, dict):
             raise self.error("exclude_distributions must be a table of distribution = reason", "correctness",
-                             "exclude_distributions", fix='e.g. exclude_distributions = { offset = "log of negatives" }')
+                             "exclude_distributions",
+                             fix='e.g. exclude_distributions = { offset = "log of negatives" }')
         for name, reason in table.items():
             if name not in known:
                 raise self.error(f"unknown input distribution {name!r} in exclude_distributions", "correctness",
