@@ -309,14 +309,20 @@ def bench_command(task_path: Path, knobs: tuple[str, ...], arch: str | None, war
 @click.option("--warm", is_flag=True, help="Do not flush L2 before each sample.")
 @click.option("--seed", type=int, help="Fix the input seed (default: fresh from os.urandom).")
 @click.option("--no-time", is_flag=True, help="Correctness only.")
-@click.option("--sanitize", is_flag=True, help="Also run compute-sanitizer memcheck (+ racecheck with shared memory).")
+@click.option("--sanitize/--no-sanitize", default=True,
+              help="compute-sanitizer memcheck at the smallest and full size (+ racecheck with shared memory); on by "
+                   "default.")
+@click.option("--explain", is_flag=True, help="Print the checks the candidate would go through, and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
 def check_command(task_path: Path, candidate: Path, knobs: tuple[str, ...], flags: tuple[str, ...],
-                  arch: str | None, warm: bool, seed: int | None, no_time: bool, sanitize: bool,
+                  arch: str | None, warm: bool, seed: int | None, no_time: bool, sanitize: bool, explain: bool,
                   as_json: bool) -> None:
     """Run the full correctness wall on CANDIDATE.cu (a variant of TASK's kernel) and print the verdict."""
     from kernelpro.runner import commands
 
+    if explain:
+        click.echo(commands.explain(task_path, time=not no_time, sanitizer=sanitize, warm=warm))
+        return
     result = commands.check(task_path, candidate, knobs=_parse_assignments(knobs, "--knob"), flags=tuple(flags),
                             arch=arch, warm=warm, seed=seed, time=not no_time, sanitizer=sanitize)
     click.echo(json.dumps(result.data, indent=2) if as_json else result.text)

@@ -9,7 +9,9 @@ real pipeline and runs a journaled search into a run directory:
 * a proposer — the LLM (Anthropic SDK) when asked for, else the offline proposer.
 
 ``run.json`` in the run directory records what the pieces were built from, so ``--resume`` rebuilds the
-same ones. The winner is re-checked under compute-sanitizer before ``best.cu`` is written.
+same ones. The winner is re-checked under compute-sanitizer (memcheck at the smallest and the benchmark
+size, racecheck, synccheck) before ``best.cu`` is written; where the tool cannot run, the report says
+"NOT SANITIZED".
 """
 
 from __future__ import annotations
@@ -239,14 +241,14 @@ def final_check_outcome(verdict: WallVerdict) -> tuple[bool, str]:
     """
     if not verdict.ok:
         return False, f"failed the final check: {verdict.failures[0]}"
-    inconclusive = [f.message for f in verdict.flags if f.check == "sanitizer"]
+    inconclusive = [f.message for f in verdict.flags if f.check in ("sanitizer", "not-sanitized")]
     if inconclusive:
-        return True, f"passed the wall again; compute-sanitizer gave no verdict: {inconclusive[0]}"
+        return True, f"passed the wall again; NOT SANITIZED: {inconclusive[0]}"
     not_run = [n for n in verdict.notes if "compute-sanitizer" in n]
     if not_run:
         return True, f"passed the wall again; {not_run[0]}"
     notes = f" ({'; '.join(verdict.notes)})" if verdict.notes else ""
-    return True, f"passed the wall again and compute-sanitizer{notes}"
+    return True, f"passed the wall again and compute-sanitizer (memcheck, racecheck, synccheck){notes}"
 
 
 
@@ -330,7 +332,8 @@ def optimize_task(task: Task, settings: RunSettings, run_dir: Path, *, budget: B
 
         def final_check(node: Node) -> tuple[bool, str]:  # the winner must also be clean under compute-sanitizer
             verdict = runner.check(task, node.variant.source, knobs=task.parse_knobs(node.variant.knob_values),
-                                   flags=node.variant.flags, options=WallOptions(time=False, sanitizer=True),
+                                   flags=node.variant.flags,
+                                   options=WallOptions(time=False, sanitizer=True, sanitize_all=True),
                                    source_name=CANDIDATE_NAME)
             return final_check_outcome(verdict)
 

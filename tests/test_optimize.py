@@ -121,12 +121,14 @@ def test_final_check_line_claims_only_what_ran() -> None:
     def verdict(**fields) -> WallVerdict:
         return WallVerdict(task="scale", kernel="scale", seed=1, **fields)
 
-    assert final_check_outcome(verdict()) == (True, "passed the wall again and compute-sanitizer")
-    ok, line = final_check_outcome(verdict(flags=(CheckFailure("sanitizer", "compute-sanitizer memcheck timed out: "
-                                                                            "inconclusive"),)))
-    assert ok and line == "passed the wall again; compute-sanitizer gave no verdict: compute-sanitizer memcheck " \
+    assert final_check_outcome(verdict()) == (True, "passed the wall again and compute-sanitizer (memcheck, "
+                                                    "racecheck, synccheck)")
+    ok, line = final_check_outcome(verdict(flags=(CheckFailure("sanitizer", "not sanitized: compute-sanitizer "
+                                                                            "memcheck timed out: inconclusive"),)))
+    assert ok and line == "passed the wall again; NOT SANITIZED: not sanitized: compute-sanitizer memcheck " \
                           "timed out: inconclusive"
-    ok, line = final_check_outcome(verdict(notes=("compute-sanitizer not run: not found",)))
-    assert ok and line == "passed the wall again; compute-sanitizer not run: not found"
+    ok, line = final_check_outcome(verdict(flags=(CheckFailure("not-sanitized", "not sanitized: compute-sanitizer "
+                                                                                "could not run: not found"),)))
+    assert ok and "NOT SANITIZED" in line and "could not run" in line
     ok, line = final_check_outcome(verdict(failures=(CheckFailure("memcheck", "found 1 error(s)"),)))
     assert not ok and line.startswith("failed the final check:")

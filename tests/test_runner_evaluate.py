@@ -12,7 +12,7 @@ import pytest
 from kernelpro.compiler import Compiler, CompileRequest
 from kernelpro.errors import KernelproError
 from kernelpro.runner import commands
-from kernelpro.runner.evaluate import Evaluator, WallOptions, kernel_symbol, lower_precision_flag, signature_failure
+from kernelpro.runner.evaluate import Evaluator, WallOptions, kernel_symbol, lower_precision_failure, signature_failure
 from kernelpro.runner.records import ClockSummary, DeviceInfo, Timing, WallVerdict
 from kernelpro.runner.supervisor import Supervisor
 from kernelpro.sass import KernelSass, OpcodeHistogram, SassInstruction, sass_for_cubin
@@ -75,18 +75,18 @@ def _instruction(text: str, opcode: str, cls: str) -> SassInstruction:
     return SassInstruction(0, None, opcode, (), (), text, classes=(cls,))
 
 
-def test_lower_precision_flag_from_sass() -> None:
+def test_lower_precision_failure_from_sass() -> None:
     task = load_task(WALL / "scale.cu")
     half = _instruction("HMUL2 R0, R2.H0_H0, R3.H0_H0", "HMUL2", "fp16")
     plain = _instruction("FMUL R0, R2, c[0x0][0x390]", "FMUL", "fp32")
     kernel = KernelSass("scale", "scale", "sm_90", (plain, half), (), OpcodeHistogram.of([plain, half]),
                         OpcodeHistogram())
-    flag = lower_precision_flag(task, kernel)
+    flag = lower_precision_failure(task, kernel)
     assert flag.check == "lower-precision" and "HMUL2" in flag.message and flag.where["instructions"] == 1
     fp32_only = replace(kernel, instructions=(plain,))
-    assert lower_precision_flag(task, fp32_only) is None
+    assert lower_precision_failure(task, fp32_only) is None
     allowed = replace(task, correctness=replace(task.correctness, allow_lower_precision=True))
-    assert lower_precision_flag(allowed, kernel) is None
+    assert lower_precision_failure(allowed, kernel) is None
 
 
 @needs_nvcc
@@ -97,7 +97,7 @@ def test_half_precision_candidate_is_flagged(compiler: Compiler) -> None:
     source = (WALL / "planted" / "scale_fp16.cu").read_text()
     result = compiler.compile(CompileRequest(source, "sm_90", task.defines()))
     kernels = sass_for_cubin(result.cubin)
-    flag = lower_precision_flag(task, next(k for k in kernels.values() if k.base_name == "scale"))
+    flag = lower_precision_failure(task, next(k for k in kernels.values() if k.base_name == "scale"))
     assert flag is not None
 
 
@@ -171,3 +171,37 @@ def test_rendered_failure_lists_the_failed_check() -> None:
     assert not result.ok
     assert "FAIL (canary)" in result.text and "x canary: wrote 4 guard bytes" in result.text
     assert "note: SASS not checked" in result.text and result.data["achieved"] == {}
+
+
+@needs_nvcc
+@pytest.mark.skipif(find_tool("cuobjdump", required=False) is None and find_tool("nvdisasm", required=False) is None,
+                    reason="needs cuobjdump or nvdisasm")
+def test_half_precision_candidate_fails_before_any_gpu_work(compiler: Compiler) -> None:
+    """Lower precision is a failure now (v1: a flag), decided from SASS before the worker is asked for anything."""
+    task = load_task(WALL / "scale.cu")
+    source = (WALL / "planted" / "scale_fp16.cu").read_text()
+    with Evaluator(supervisor=Supervisor(), compiler=compiler, arch="sm_90") as evaluator:
+        verdict = evaluator.check(task, source, options=WallOptions(seed=4))
+    assert verdict.reason == "lower-precision" and "allow_lower_precision" in verdict.failures[0].message
+    assert verdict.timing is None and not verdict.checked  # the wall never ran
+
+
+def test_sanitizer_plan_memchecks_the_full_size_too() -> None:
+    from kernelpro.runner.evaluate import sanitizer_plan
+
+    task = load_task(WALL / "scale.cu")  # sizes N = 4096, 1000, 1: the smallest is index 2
+    assert sanitizer_plan(task, {}, shared_memory=False, everything=False) == [("memcheck", 2), ("memcheck", 0)]
+    assert sanitizer_plan(task, {}, shared_memory=True, everything=False)[-1] == ("racecheck", 2)
+    assert [tool for tool, _ in sanitizer_plan(task, {}, False, everything=True)] == [
+        "memcheck", "memcheck", "racecheck", "synccheck"]
+
+
+@needs_nvcc
+@pytest.mark.skipif(find_tool("compute-sanitizer", required=False) is not None, reason="checks a missing sanitizer")
+def test_missing_sanitizer_says_not_sanitized(compiler: Compiler) -> None:
+    task = load_task(WALL / "scale.cu")
+    result = compiler.compile(CompileRequest(task.source, "sm_90", task.defines()))
+    with Evaluator(supervisor=Supervisor(), compiler=compiler, arch="sm_90") as evaluator:
+        failures, flags, _ = evaluator._sanitize(task, result, "scale", {}, 1, WallOptions(sanitizer=True))
+    assert failures == [] and [f.check for f in flags] == ["not-sanitized"]
+    assert flags[0].message.startswith("not sanitized:")

@@ -332,3 +332,35 @@ def test_honest_softmax_passes_every_distribution() -> None:
     result = run_wall("softmax_tiny.cu", softmax)
     assert result.failures == ()
     assert set(result.checked["distributions"]) >= {"offset", "large", "denormal", "constant"}
+
+
+# --- the registry behind `kernelpro check --explain` ---------------------------------------------------
+def test_every_check_the_runner_raises_is_in_the_registry() -> None:
+    import re
+    from pathlib import Path
+
+    from kernelpro.runner.checks import REGISTRY
+    from kernelpro.runner.records import CHECKS, FLAGS
+    from kernelpro.runner.sanitizer import TOOLS
+
+    names = {c.name for c in REGISTRY}
+    assert set(CHECKS) | set(FLAGS) == names and set(TOOLS) <= set(CHECKS)
+    root = Path(__file__).resolve().parents[1] / "kernelpro"
+    raised = set()
+    for path in root.rglob("*.py"):
+        text = path.read_text()
+        raised |= set(re.findall(r'CheckFailure\(\s*"([a-z0-9-]+)"', text))
+        raised |= set(re.findall(r'check = "([a-z0-9-]+)" if', text))
+        raised |= set(re.findall(r'else "([a-z0-9-]+)"\n', text)) & names  # the other branch of those
+    assert raised and raised <= names, raised - names
+    assert {"timed-output", "lower-precision", "synccheck", "not-sanitized"} <= names
+
+
+def test_explain_lists_what_runs_for_the_options() -> None:
+    from kernelpro.runner.commands import explain
+
+    text = explain(WALL / "scale.cu")
+    assert "timed-output" in text and "memcheck" in text and "closes: precision downgrade" in text
+    assert "synccheck" in text.splitlines()[-1]  # only the final check of optimize runs it
+    quick = explain(WALL / "scale.cu", time=False, sanitizer=False)
+    assert "timed-output" in quick.splitlines()[-1] and "memcheck" in quick.splitlines()[-1]

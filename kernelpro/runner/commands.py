@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kernelpro.runner import bounds
+from kernelpro.runner import bounds, checks
 from kernelpro.runner.device import require_gpu
 from kernelpro.runner.evaluate import Evaluator, WallOptions, load_candidate
 from kernelpro.runner.records import Timing, WallVerdict
@@ -58,12 +58,19 @@ def bench(task_path: str | Path, *, knobs: Mapping[str, str] | None = None, arch
 
 def check(task_path: str | Path, candidate_path: str | Path, *, knobs: Mapping[str, str] | None = None,
           flags: tuple[str, ...] = (), arch: str | None = None, warm: bool = False, seed: int | None = None,
-          time: bool = True, sanitizer: bool = False, evaluator: Evaluator | None = None) -> CommandResult:
-    """Run the whole correctness wall (and timing) on a candidate file."""
+          time: bool = True, sanitizer: bool = True, evaluator: Evaluator | None = None) -> CommandResult:
+    """Run the whole correctness wall (and timing) on a candidate file; compute-sanitizer unless ``sanitizer`` is
+    False."""
     task = load_task(task_path)
     return _run(task, load_candidate(candidate_path), str(candidate_path), task.parse_knobs(knobs), tuple(flags),
                 _options(seed, warm, time, sanitizer), arch, evaluator,
                 f"check {candidate_path} against {task.name} ({task_path})")
+
+
+def explain(task_path: str | Path, *, time: bool = True, sanitizer: bool = True, warm: bool = False) -> str:
+    """The checks a candidate of the task goes through with these options (``kernelpro check --explain``)."""
+    task = load_task(task_path)
+    return checks.explain(task, _options(None, warm, time, sanitizer))
 
 
 def _run(task: Task, source: str, source_name: str, knobs: Mapping[str, Any], flags: tuple[str, ...],

@@ -21,6 +21,7 @@ from kernelpro.cuda_source import find_kernels
 from kernelpro.errors import KernelproError
 from kernelpro.runner import sanitizer
 from kernelpro.runner.inputs import fresh_seed
+from kernelpro.runner.jobs import smallest_size
 from kernelpro.runner.profiled_program import make_launch_once_job
 from kernelpro.runner.records import CheckFailure, WallVerdict
 from kernelpro.runner.supervisor import JobFailure, Supervisor
@@ -41,7 +42,8 @@ class WallOptions:
     extra_size_sets: int = 2
     time: bool = True
     timing: TimingOptions = field(default_factory=TimingOptions)
-    sanitizer: bool = False  # memcheck, plus racecheck when the kernel uses shared memory
+    sanitizer: bool = False  # memcheck (smallest and benchmark size), plus racecheck when the kernel uses shared memory
+    sanitize_all: bool = False  # racecheck and synccheck whatever the kernel uses (the winner's final check)
     guard_bytes: int = 65536
     timeout_s: float = 900.0
     idle_timeout_s: float = 60.0
@@ -74,8 +76,8 @@ def kernel_symbol(result: CompileResult, name: str) -> str | None:
     return next((symbol for symbol, res in result.resources.items() if res.name == name), None)
 
 
-def lower_precision_flag(task: Task, kernel: KernelSass) -> CheckFailure | None:
-    """A ``lower-precision`` flag when an FP32/FP64 task's kernel does FP16 arithmetic (unless allowed)."""
+def lower_precision_failure(task: Task, kernel: KernelSass) -> CheckFailure | None:
+    """A ``lower-precision`` failure when an FP32/FP64 task's kernel does FP16 arithmetic (unless allowed)."""
     dtypes = {a.dtype for a in task.args}
     if task.correctness.allow_lower_precision or dtypes & {"float16", "bfloat16"}:
         return None
@@ -145,7 +147,9 @@ class Evaluator:
         symbol = kernel_symbol(candidate, task.kernel)
         if symbol is None:
             return stop(CheckFailure("signature", f"the compiled candidate has no kernel {task.kernel!r}"))
-        sass_flags, notes = self._sass_flags(task, candidate, symbol)
+        sass_failures, notes = self._sass_failures(task, candidate, symbol)
+        if sass_failures:
+            return replace(stop(sass_failures[0]), notes=tuple(notes))
 
         config = WallConfig(seed=seed, input_sets=options.input_sets, extra_size_sets=options.extra_size_sets,
                             time=options.time, timing=options.timing, guard_bytes=options.guard_bytes)
@@ -159,11 +163,11 @@ class Evaluator:
             extra_failures, extra_flags, more_notes = self._sanitize(task, candidate, symbol, knobs, seed, options)
             notes += more_notes
         return replace(verdict, failures=verdict.failures + tuple(extra_failures),
-                       flags=tuple(sass_flags) + verdict.flags + tuple(extra_flags), notes=verdict.notes + tuple(notes),
+                       flags=verdict.flags + tuple(extra_flags), notes=verdict.notes + tuple(notes),
                        seconds=time.perf_counter() - started)
 
     # --- parts ------------------------------------------------------------------------------------
-    def _sass_flags(self, task: Task, result: CompileResult, symbol: str) -> tuple[list[CheckFailure], list[str]]:
+    def _sass_failures(self, task: Task, result: CompileResult, symbol: str) -> tuple[list[CheckFailure], list[str]]:
         try:
             kernels = sass_for_cubin(result.cubin)
         except KernelproError as exc:
@@ -171,26 +175,41 @@ class Evaluator:
         kernel = kernels.get(symbol) or next((k for k in kernels.values() if k.base_name == task.kernel), None)
         if kernel is None:
             return [], [f"SASS not checked: no function {symbol} in the disassembly"]
-        flag = lower_precision_flag(task, kernel)
-        return ([flag] if flag else []), []
+        failure = lower_precision_failure(task, kernel)
+        return ([failure] if failure else []), []
 
     def _sanitize(self, task: Task, candidate: CompileResult, symbol: str, knobs: Mapping[str, Any], seed: int,
                   options: WallOptions) -> tuple[list[CheckFailure], list[CheckFailure], list[str]]:
-        tools = ["memcheck"]
-        if _uses_shared_memory(task, candidate, symbol, knobs):
-            tools.append("racecheck")
-        job = make_launch_once_job(task, candidate.cubin, symbol, knobs, launches=1, size_index=None, seed=seed)
-        failures, flags, notes = [], [], []
-        for tool in tools:
+        runs = sanitizer_plan(task, knobs, _uses_shared_memory(task, candidate, symbol, knobs), options.sanitize_all)
+        failures, flags = [], []
+        for tool, size_index in runs:
+            job = make_launch_once_job(task, candidate.cubin, symbol, knobs, launches=1, size_index=size_index,
+                                       seed=seed)
             try:
                 report = sanitizer.run_sanitizer(tool, job, options.sanitizer_timeout_s)
             except KernelproError as exc:
-                notes.append(f"compute-sanitizer not run: {exc}")
+                flags.append(CheckFailure("not-sanitized", f"not sanitized: compute-sanitizer could not run: {exc}",
+                                          {"tools": [t for t, _ in runs]}))
                 break
             failure, flag = sanitizer.report_findings(report)
-            failures += [failure] if failure else []
+            failures += [replace(failure, where={**failure.where, "size_index": size_index})] if failure else []
             flags += [flag] if flag else []
-        return failures, flags, notes
+            if failure:
+                break  # one tool's finding is enough to reject; the rest would cost minutes
+        return failures, flags, []
+
+
+def sanitizer_plan(task: Task, knobs: Mapping[str, Any], shared_memory: bool,
+                   everything: bool) -> list[tuple[str, int]]:
+    """``(tool, size index)`` runs: memcheck at the smallest and the benchmark size, racecheck (kernels with shared
+    memory, or ``everything``) and synccheck (``everything``) at the smallest."""
+    small = smallest_size(task, dict(knobs))
+    runs = [("memcheck", small)] + ([("memcheck", 0)] if small != 0 else [])
+    if shared_memory or everything:
+        runs.append(("racecheck", small))
+    if everything:
+        runs.append(("synccheck", small))
+    return runs
 
 
 def _uses_shared_memory(task: Task, result: CompileResult, symbol: str, knobs: Mapping[str, Any]) -> bool:

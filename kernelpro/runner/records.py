@@ -15,27 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-# Check names, in the order the wall runs them. A failure's ``check`` is one of these.
-CHECKS: tuple[str, ...] = (
-    "signature",  # the candidate's entry kernel is missing or takes other parameters
-    "compile",  # nvcc rejected the candidate
-    "reference",  # the reference kernel itself failed (a task problem, not the candidate's)
-    "launch",  # the launch was rejected (too many resources, bad configuration)
-    "cuda-error",  # the kernel faulted (illegal address, trap...): the CUDA context was lost
-    "timeout",  # the worker stopped answering (a hung kernel) and was killed
-    "crash",  # the worker process died
-    "worker-error",  # the worker raised (e.g. no CuPy, no GPU)
-    "canary",  # a guard region around a buffer changed: out-of-bounds write
-    "input-modified",  # an ``in`` buffer changed
-    "output",  # outputs differ from the reference beyond the tolerance
-    "stateful",  # a later launch (repeat or after timing) gives wrong outputs: state kept across launches
-    "determinism",  # two launches on the same inputs differ bit for bit in a deterministic task
-    "roofline",  # measured speed above the device's physical peak: the timing or the kernel is wrong
-    "memcheck",  # compute-sanitizer memcheck found errors
-    "racecheck",  # compute-sanitizer racecheck found shared-memory hazards
-)
-# Names of non-fatal findings (``WallVerdict.flags``).
-FLAGS: tuple[str, ...] = ("lower-precision", "throttled", "sanitizer", "noisy")
+from kernelpro.runner.checks import REGISTRY
+
+# Check names, in the order the wall runs them, and names of non-fatal findings (``WallVerdict.flags``): both from
+# the registry in :mod:`kernelpro.runner.checks`.
+CHECKS: tuple[str, ...] = tuple(c.name for c in REGISTRY if c.fatal)
+FLAGS: tuple[str, ...] = tuple(c.name for c in REGISTRY if not c.fatal)
 
 
 def jsonable(value: Any) -> Any:

@@ -1,18 +1,21 @@
-"""Run a candidate under compute-sanitizer (memcheck, racecheck) and read the tool's summary.
+"""Run a candidate under compute-sanitizer (memcheck, racecheck, synccheck) and read the tool's summary.
 
 The target is a small standalone worker process, ``python -m kernelpro.runner.worker --job FILE``
-with a ``launch-once`` job: one launch at the task's smallest problem size, buffers allocated one
+with a ``launch-once`` job: one launch at a problem size (the evaluator runs memcheck at the
+smallest and at the benchmark size: a read or write past the end of a buffer that only happens at
+full size, or lands beyond the wall's guard bytes, shows up there), buffers allocated one
 ``cudaMalloc`` each with no guard bytes, so an out-of-bounds access leaves the allocation and
 memcheck sees it. ``--report-api-errors no`` keeps CUDA API errors that CuPy provokes and handles
 itself out of the count.
 
 The verdict comes from the summary line:
 
-* memcheck: ``========= ERROR SUMMARY: 2 errors``
+* memcheck and synccheck: ``========= ERROR SUMMARY: 2 errors``
 * racecheck: ``========= RACECHECK SUMMARY: 1 hazard displayed (1 error, 0 warnings)``
 
-No summary (the tool or the target died first) makes the report *inconclusive*: a flag in the
-verdict, not a failure. Racecheck warnings are reported but do not fail the check.
+No summary (the tool or the target died first, or the device refused the tool) makes the report
+*inconclusive*: a ``sanitizer`` flag saying "not sanitized", not a failure. Racecheck warnings are
+reported but do not fail the check.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Any
 from kernelpro.runner.records import CheckFailure
 from kernelpro.toolchain import find_tool
 
-TOOLS = ("memcheck", "racecheck")
+TOOLS = ("memcheck", "racecheck", "synccheck")
 MAX_MESSAGES = 5
 _PREFIX = re.compile(r"^========= ?(.*)$")
 _ERROR_SUMMARY = re.compile(r"ERROR SUMMARY:\s*(\d+)\s+errors?", re.IGNORECASE)
@@ -122,7 +125,8 @@ def report_findings(report: SanitizerReport) -> tuple[CheckFailure | None, Check
              "messages": list(report.messages), "exit_code": report.exit_code}
     if not report.conclusive:
         why = "timed out" if report.timed_out else f"printed no summary (exit code {report.exit_code})"
-        return None, CheckFailure("sanitizer", f"compute-sanitizer {report.tool} {why}: inconclusive", where)
+        return None, CheckFailure("sanitizer", f"not sanitized: compute-sanitizer {report.tool} {why}: inconclusive",
+                                  where)
     if report.errors:
         first = f": {report.messages[0]}" if report.messages else ""
         return CheckFailure(report.tool, f"compute-sanitizer {report.tool} found {report.errors} error(s){first}",
@@ -131,6 +135,6 @@ def report_findings(report: SanitizerReport) -> tuple[CheckFailure | None, Check
         return None, CheckFailure("sanitizer", f"compute-sanitizer {report.tool}: {report.warnings} warning(s)", where)
     if report.exit_code not in (0, None):
         # "0 errors" from a worker that failed before or instead of launching the kernel checked nothing.
-        return None, CheckFailure("sanitizer", f"compute-sanitizer {report.tool}: the checked program exited with "
-                                  f"status {report.exit_code}: inconclusive", where)
+        return None, CheckFailure("sanitizer", f"not sanitized: compute-sanitizer {report.tool}: the checked program "
+                                  f"exited with status {report.exit_code}: inconclusive", where)
     return None, None
