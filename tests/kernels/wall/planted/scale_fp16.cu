@@ -1,6 +1,5 @@
 // task: scale.cu
-// expect: output
-// flag: lower-precision
+// expect: lower-precision
 // Multiplies in half precision: HMUL2 in the SASS of an FP32 task, and ~1e-3 relative error.
 #include <cuda_fp16.h>
 

@@ -1,7 +1,7 @@
 // task: scale.cu
-// expect: stateful
-// Correct for its first 20 launches (more than the wall's checks before timing use), then returns at
-// once: only the check after the timed launches sees it.
+// expect: timed-output
+// Correct for its first 20 launches (more than the 14 the wall's checks before timing use), then returns at
+// once: v1 only caught it after timing; v2 verifies every timed launch ("did its work in 6 of N").
 __device__ int launches = 0;
 __device__ unsigned int finished = 0;
 
