@@ -191,6 +191,16 @@ class TimedBuffers:
         return LaunchOutcome(self.samples, k, self.choice[k], unwritten, wrong, l2, changed, arg_at_fault)
 
 
+class UncheckedTimedBuffers(TimedBuffers):
+    """The same buffer sets without the per-sample poison, reload and check: the v1 cost, for benchmarks only."""
+
+    def before_sample(self) -> None:
+        pass
+
+    def after_sample(self) -> None:
+        self.samples += 1
+
+
 def _output_stats(xp: ModuleType, got: Any, expected: Any, dtype: str, tol: Any) -> list[Any]:
     """``[poisoned, wrong, ||diff||, ||expected||]`` of one output as float64 device scalars."""
     f64 = xp.float64

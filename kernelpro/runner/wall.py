@@ -37,7 +37,7 @@ from kernelpro.runner.compare import compare_output
 from kernelpro.runner.drawn_size import draw_size
 from kernelpro.runner.inputs import FLOAT_DISTRIBUTIONS, InputSet, as_float64, make_inputs, scalar_args
 from kernelpro.runner.records import CheckFailure, Timing
-from kernelpro.runner.timed_check import TimedBuffers, TimedReport
+from kernelpro.runner.timed_check import TimedBuffers, TimedReport, UncheckedTimedBuffers
 from kernelpro.runner.timing import TimingOptions, time_kernel
 from kernelpro.task import FLOAT_DTYPES, Task
 
@@ -52,6 +52,7 @@ class WallConfig:
     time: bool = True
     timing: TimingOptions = field(default_factory=TimingOptions)
     draw_size: bool = True  # add the seed's drawn size (kernelpro.runner.drawn_size)
+    verify_timed: bool = True  # poison and check every timed launch; False only to measure the cost of doing so
     guard_bytes: int = 65536
     timed_guard_bytes: int = 4096  # per timed buffer set (up to max_batch of them)
     roofline_slack: float = bounds.DEFAULT_SLACK
@@ -293,8 +294,9 @@ class Wall:
         expected = [self._expected.get((0, s.set_index)) or self._launch("reference", env_ref, shapes, s, where,
                                                                              context) for s in sets]
         rng = np.random.default_rng(np.random.SeedSequence([self.config.seed, 0x71AED]))
-        hooks = TimedBuffers(self.backend.xp, self.task, shapes, sets, expected, scalar_args(self.task, env_cand),
-                             self.config.timed_guard_bytes, rng, self.backend.to_host)
+        kind = TimedBuffers if self.config.verify_timed else UncheckedTimedBuffers
+        hooks = kind(self.backend.xp, self.task, shapes, sets, expected, scalar_args(self.task, env_cand),
+                     self.config.timed_guard_bytes, rng, self.backend.to_host)
         working_set = DeviceBuffers(self.backend.xp, self.task, shapes, sets[0], 0, self.backend.to_host).nbytes()
         self.progress("timing")
         label = f"timed launches ({size_label(self.task, sizes)})"
