@@ -125,6 +125,20 @@ def test_cheats_on_timed_launches_fail(cheat: Callable, check: str | None, words
     assert "did its work in" in failure.message and "timed launches" in failure.message
 
 
+def test_out_of_bounds_write_on_timed_launches_only_hits_a_timed_guard() -> None:
+    def writes_past_end(kernel, geometry, args, backend) -> None:
+        x, y, a, n = args
+        scale(kernel, geometry, args, backend)
+        past = np.lib.stride_tricks.as_strided(y, shape=(n + 3,), strides=y.strides)
+        past[n + 2] = 1.0  # 8 bytes past the end of y
+
+    result = run_wall("scale.cu", honest_until_timing(writes_past_end), time=True)
+    failure = result.failures[0]
+    assert failure.check == "canary" and "timed launches" in failure.message and "buffer set" in failure.message
+    assert failure.where["arg"] == "y" and failure.where["byte_offset"] == 4096 * 4 + 8
+    assert failure.where["side"] == "after"
+
+
 def test_cheats_keyed_on_addresses_are_caught_before_timing_too() -> None:
     """Pool allocators reuse addresses, so the checked launches already see repeats."""
     for cheat in (skip_seen_addresses, cache_by_input_address, every_third_launch):

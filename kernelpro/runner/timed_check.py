@@ -22,6 +22,7 @@ once, after timing: a write into a guard stays there. The code uses only the arr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
@@ -29,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from kernelpro.runner.buffers import DeviceBuffers, GuardDamage, poison, poison_bits, unsigned_view
+from kernelpro.runner.buffers import ALIGN, GuardDamage, canary_pattern, poison_bits, unsigned_view
 from kernelpro.runner.compare import GLOBAL_FLOOR_ULPS, ULP
-from kernelpro.runner.inputs import InputSet, as_float64
+from kernelpro.runner.inputs import InputSet, as_float64, storage_dtype
 from kernelpro.task import FLOAT_DTYPES, Task
 
 _STATS = 5  # per output: poisoned, wrong, ||diff||, ||expected||, changed-input elements
@@ -79,6 +80,57 @@ class TimedReport:
         return self.launches - self.failed_count
 
 
+class _Bank:
+    """One buffer argument across ``count`` buffer sets: a ``(count, row)`` array, one set per row.
+
+    Each row is ``front`` guard elements, the buffer, ``rear`` guard elements (256-byte aligned, as
+    :class:`~kernelpro.runner.buffers.GuardedBuffer`), so every set's interior is aligned and the
+    per-sample work is one array operation over all sets.
+    """
+
+    def __init__(self, xp: ModuleType, count: int, shape: tuple[int, ...], dtype: np.dtype, guard_bytes: int,
+                 seed: int, salt: int) -> None:
+        self.xp, self.shape, self.dtype = xp, tuple(shape), np.dtype(dtype)
+        self.n = math.prod(self.shape)
+        nbytes = self.n * self.dtype.itemsize
+        front = -(-guard_bytes // ALIGN) * ALIGN
+        rear = front + (-nbytes % ALIGN) if front else 0
+        self.nbytes = nbytes
+        self.front, self.rear = front // self.dtype.itemsize, rear // self.dtype.itemsize
+        self.rows = xp.empty((count, self.front + self.n + self.rear), dtype=self.dtype)
+        pattern = canary_pattern(front + rear, seed, salt)
+        self.front_pattern = pattern[:front].view(self.dtype)
+        self.rear_pattern = pattern[front:].view(self.dtype)
+        if self.front:
+            self.rows[:, :self.front] = xp.asarray(self.front_pattern)
+        if self.rear:
+            self.rows[:, self.front + self.n:] = xp.asarray(self.rear_pattern)
+
+    @property
+    def interiors(self) -> Any:
+        """``(count, n)``: every set's buffer, flattened."""
+        return self.rows[:, self.front:self.front + self.n]
+
+    def interior(self, k: int) -> Any:
+        return self.rows[k, self.front:self.front + self.n].reshape(self.shape)
+
+    def damage(self, to_host: Callable[[Any], np.ndarray]) -> list[tuple[int, GuardDamage]]:
+        """``(set, damage)`` for every guard region that no longer holds its pattern."""
+        found = []
+        width = self.dtype.itemsize
+        for side, part, pattern in (("before", slice(0, self.front), self.front_pattern),
+                                    ("after", slice(self.front + self.n, None), self.rear_pattern)):
+            if not pattern.size:
+                continue
+            now = np.ascontiguousarray(to_host(self.rows[:, part])).view(np.uint8).reshape(len(self.rows), -1)
+            changed = now != pattern.view(np.uint8)[None, :]
+            for k in np.flatnonzero(changed.any(axis=1)):
+                where = np.flatnonzero(changed[k])
+                offset = int(where[-1]) - self.front * width if side == "before" else self.nbytes + int(where[0])
+                found.append((int(k), GuardDamage(side, int(where.size), offset)))
+        return found
+
+
 class TimedBuffers:
     """The buffer sets timed launches run on, with the per-sample poison, reload and device check.
 
@@ -92,10 +144,12 @@ class TimedBuffers:
                  to_host: Callable[[Any], np.ndarray], keep_failures: int = 5) -> None:
         self.xp, self.task, self.shapes, self.scalars = xp, task, dict(shapes), dict(scalars)
         self.input_sets, self.guard_bytes, self.rng, self.to_host = list(input_sets), guard_bytes, rng, to_host
-        self.pristine = [{name: xp.asarray(array) for name, array in s.arrays.items()} for s in self.input_sets]
-        self.expected = [{a.name: self._device_expected(e[a.name], a.dtype) for a in task.outputs} for e in expected]
-        self.sets: list[DeviceBuffers] = []
-        self.choice: list[int] = []
+        self.pristine = {a.name: xp.asarray(np.stack([s.arrays[a.name].reshape(-1) for s in self.input_sets]))
+                         for a in task.buffers if a.is_input}
+        self.expected = {a.name: xp.asarray(np.stack([_expected_values(e[a.name], a.dtype) for e in expected]))
+                         for a in task.outputs}
+        self.groups: list[dict[str, _Bank]] = []  # one group of banks per arg_sets call; the last is active
+        self.choice = np.zeros(0, dtype=np.int64)
         self.active = 0
         self.samples = 0
         self.launches = 0
@@ -104,74 +158,80 @@ class TimedBuffers:
         self.keep_failures = keep_failures
         self.launches_per_sample = 1
 
-    def _device_expected(self, host: np.ndarray, dtype: str) -> Any:
-        return self.xp.asarray(as_float64(host, dtype) if dtype in FLOAT_DTYPES else host)
-
     # --- what the timing loop calls --------------------------------------------------------------
     def arg_sets(self, count: int, launches_per_sample: int) -> list[tuple[Any, ...]]:
-        """``count`` argument tuples on distinct buffer sets (made on first use), for ``launches_per_sample``."""
-        while len(self.sets) < count:
-            self.sets.append(DeviceBuffers(self.xp, self.task, self.shapes, self.input_sets[0], self.guard_bytes,
-                                           self.to_host))
-            self.choice.append(0)
-        self.active = count
-        self.launches_per_sample = launches_per_sample
-        return [s.kernel_args(self.scalars) for s in self.sets[:count]]
+        """``count`` argument tuples on distinct buffer sets, for ``launches_per_sample`` launches a sample."""
+        seed = self.input_sets[0].seed
+        group = {arg.name: _Bank(self.xp, count, self.shapes[arg.name], storage_dtype(arg.dtype), self.guard_bytes,
+                                 seed, position)
+                 for position, arg in enumerate(self.task.args) if arg.is_buffer}
+        self.groups.append(group)
+        self.active, self.launches_per_sample = count, launches_per_sample
+        self.choice = np.zeros(count, dtype=np.int64)
+        return [tuple(group[a.name].interior(k) if a.is_buffer else self.scalars[a.name] for a in self.task.args)
+                for k in range(count)]
 
     def before_sample(self) -> None:
         """Reload every active set's inputs from a randomly chosen pristine set and poison its outputs."""
-        for k in range(self.active):
-            j = int(self.rng.integers(len(self.input_sets)))
-            self.choice[k] = j
-            buffers = self.sets[k]
-            for arg in self.task.buffers:
-                array = buffers.buffers[arg.name].array
-                if arg.is_input:
-                    array[...] = self.pristine[j][arg.name]
-                else:
-                    poison(array, arg.dtype)
+        self.choice = self.rng.integers(len(self.input_sets), size=self.active)
+        rows = self.xp.asarray(self.choice)
+        group = self.groups[-1]
+        for arg in self.task.buffers:
+            bank = group[arg.name]
+            if arg.is_input:
+                bank.interiors[...] = self.pristine[arg.name][rows]
+            else:
+                view = unsigned_view(bank.rows)[:, bank.front:bank.front + bank.n]
+                view.fill(view.dtype.type(poison_bits(arg.dtype)))
 
     def after_sample(self) -> None:
         """Check every active set on the device; record the launches that did not do their work."""
-        xp = self.xp
-        rows = [self._set_stats(k) for k in range(self.active)]
-        stats = np.asarray(self.to_host(xp.stack([xp.stack(row) for row in rows])), dtype=np.float64)
-        # a set is used by launches_per_sample / active launches (rounded) per sample; its state shows the last one
-        uses = [len(range(k, self.launches_per_sample, self.active)) for k in range(self.active)]
-        for k in range(self.active):
-            self.launches += uses[k]
-            outcome = self._outcome(k, stats[k])
+        xp, group = self.xp, self.groups[-1]
+        rows = xp.asarray(self.choice)
+        columns = []
+        for arg in self.task.outputs:
+            columns += _output_stats(xp, group[arg.name].interiors, self.expected[arg.name][rows], arg.dtype,
+                                     self.task.tolerance_for(arg))
+        for arg in self.task.buffers:
+            if arg.intent == "in":
+                got, want = unsigned_view(group[arg.name].interiors), unsigned_view(self.pristine[arg.name][rows])
+                columns.append(_count(xp, got != want))
+        stats = np.asarray(self.to_host(xp.stack(columns, axis=1)), dtype=np.float64)
+        # set k is used by the launches k, k + active, ... of a sample; its state shows the last of them
+        uses = np.array([len(range(k, self.launches_per_sample, self.active)) for k in range(self.active)])
+        self.launches += int(uses.sum())
+        for k in np.flatnonzero(self._suspect(stats)):
+            outcome = self._outcome(int(k), stats[k])
             if not outcome.ok:
-                self.failed_count += uses[k]
+                self.failed_count += int(uses[k])
                 if len(self.failed) < self.keep_failures:
                     self.failed.append(outcome)
         self.samples += 1
 
+    def _suspect(self, stats: np.ndarray) -> np.ndarray:
+        """Rows with any unwritten, wrong or changed element, or a relative L2 error above the bound."""
+        outputs = len(self.task.outputs)
+        suspect = (stats[:, 4 * outputs:] > 0).any(axis=1)
+        for n, arg in enumerate(self.task.outputs):
+            bound = max(self.task.tolerance_for(arg).rtol, GLOBAL_FLOOR_ULPS * ULP.get(arg.dtype, 0.0))
+            poisoned, bad, diff_norm, exp_norm = stats[:, 4 * n:4 * n + 4].T
+            suspect |= (poisoned > 0) | (bad > 0) | ((exp_norm > 0) & (diff_norm > bound * exp_norm))
+        return suspect
+
     # --- after timing ------------------------------------------------------------------------------
+    @property
+    def set_count(self) -> int:
+        return self.active
+
     def report(self) -> TimedReport:
         return TimedReport(self.launches, tuple(self.failed), self.failed_count, self.samples)
 
-    def damaged_guards(self) -> list[tuple[int, str, GuardDamage]]:
-        """``(set, buffer, damage)`` for every guard region any timed launch wrote."""
-        return [(k, name, d) for k, s in enumerate(self.sets) for name, damage in s.damaged_guards().items()
-                for d in damage]
-
-    def nbytes(self) -> int:
-        return sum(s.nbytes() for s in self.sets)
+    def damaged_guards(self) -> list[tuple[int, str, GuardDamage, int]]:
+        """``(set, buffer, damage, buffer bytes)`` for every guard region any timed launch wrote."""
+        return [(k, name, d, bank.nbytes) for group in self.groups for name, bank in group.items()
+                for k, d in bank.damage(self.to_host)]
 
     # --- internals ---------------------------------------------------------------------------------
-    def _set_stats(self, k: int) -> list[Any]:
-        xp, buffers, j = self.xp, self.sets[k], self.choice[k]
-        row: list[Any] = []
-        for arg in self.task.outputs:
-            row += _output_stats(xp, buffers.buffers[arg.name].array, self.expected[j][arg.name], arg.dtype,
-                                 self.task.tolerance_for(arg))
-        for arg in self.task.buffers:
-            if arg.intent == "in":
-                got, want = unsigned_view(buffers.buffers[arg.name].array), unsigned_view(self.pristine[j][arg.name])
-                row.append(_count(xp, got != want))
-        return row
-
     def _outcome(self, k: int, stats: np.ndarray) -> LaunchOutcome:
         unwritten = wrong = changed = 0
         l2: float | None = None
@@ -188,7 +248,7 @@ class TimedBuffers:
             count = int(stats[4 * len(self.task.outputs) + n])
             if count and not changed:
                 changed, arg_at_fault = count, arg.name
-        return LaunchOutcome(self.samples, k, self.choice[k], unwritten, wrong, l2, changed, arg_at_fault)
+        return LaunchOutcome(self.samples, k, int(self.choice[k]), unwritten, wrong, l2, changed, arg_at_fault)
 
 
 class UncheckedTimedBuffers(TimedBuffers):
@@ -201,33 +261,37 @@ class UncheckedTimedBuffers(TimedBuffers):
         self.samples += 1
 
 
+def _expected_values(host: np.ndarray, dtype: str) -> np.ndarray:
+    flat = np.asarray(host).reshape(-1)
+    return as_float64(flat, dtype) if dtype in FLOAT_DTYPES else flat
+
+
 def _output_stats(xp: ModuleType, got: Any, expected: Any, dtype: str, tol: Any) -> list[Any]:
-    """``[poisoned, wrong, ||diff||, ||expected||]`` of one output as float64 device scalars."""
-    f64 = xp.float64
+    """Per row (set) of ``got``: ``[poisoned, wrong, ||diff||, ||expected||]`` as float64 device vectors."""
     bits = unsigned_view(got)
     poisoned = _count(xp, bits == bits.dtype.type(poison_bits(dtype)))
     if dtype not in FLOAT_DTYPES:
         wrong = _count(xp, bits != unsigned_view(expected))
-        zero = xp.zeros((), dtype=f64)
+        zero = xp.zeros(len(got), dtype=xp.float64)
         return [poisoned, wrong, zero, zero]
-    g = (bits.astype(xp.uint32) << 16).view(xp.float32).astype(f64) if dtype == "bfloat16" else got.astype(f64)
-    e = expected
+    g = (bits.astype(xp.uint32) << 16).view(xp.float32).astype(xp.float64) if dtype == "bfloat16" else \
+        got.astype(xp.float64)
     with np.errstate(invalid="ignore", over="ignore"):  # numpy only; CuPy does not warn
-        return _float_stats(xp, g, e, tol, poisoned)
+        return _float_stats(xp, g, expected, tol, poisoned)
 
 
 def _float_stats(xp: ModuleType, g: Any, e: Any, tol: Any, poisoned: Any) -> list[Any]:
-    f64 = xp.float64
     special = (xp.isnan(e) != xp.isnan(g)) | (xp.isposinf(e) != xp.isposinf(g)) | (xp.isneginf(e) != xp.isneginf(g))
     finite = xp.isfinite(e) & xp.isfinite(g)
     diff = xp.where(finite, xp.abs(g - e), 0.0)
     magnitude = xp.where(finite, xp.abs(e), 0.0)
     wrong = _count(xp, special | (finite & (diff > tol.atol + tol.rtol * magnitude)))
-    scale = xp.maximum(xp.maximum(diff.max(), magnitude.max()), 1e-300) if diff.size else xp.ones((), dtype=f64)
-    diff_norm = xp.sqrt(xp.sum((diff / scale) ** 2))
-    exp_norm = xp.sqrt(xp.sum((magnitude / scale) ** 2))
+    scale = xp.maximum(xp.maximum(diff.max(axis=1), magnitude.max(axis=1)), 1e-300)[:, None]
+    diff_norm = xp.sqrt(xp.sum((diff / scale) ** 2, axis=1))
+    exp_norm = xp.sqrt(xp.sum((magnitude / scale) ** 2, axis=1))
     return [poisoned, wrong, diff_norm, exp_norm]
 
 
 def _count(xp: ModuleType, mask: Any) -> Any:
-    return xp.asarray(xp.count_nonzero(mask), dtype=xp.float64)
+    """Per row, the true elements of a 2-D mask, as float64."""
+    return xp.count_nonzero(mask, axis=1).astype(xp.float64)

@@ -32,7 +32,7 @@ import numpy as np
 
 from kernelpro.runner import bounds
 from kernelpro.runner.backend import Backend, Geometry, KernelFault, LaunchRejected
-from kernelpro.runner.buffers import DeviceBuffers, GuardDamage, GuardedBuffer, first_difference
+from kernelpro.runner.buffers import DeviceBuffers, GuardDamage, first_difference
 from kernelpro.runner.compare import compare_output
 from kernelpro.runner.drawn_size import draw_size
 from kernelpro.runner.inputs import FLOAT_DISTRIBUTIONS, InputSet, as_float64, make_inputs, scalar_args
@@ -228,17 +228,16 @@ class Wall:
                         context_lost=True) from None
 
     def _guard_failures(self, role: str, buffers: DeviceBuffers, label: str, where: dict) -> list[CheckFailure]:
-        return [self._guard_failure(label, name, buffers.buffers[name], d, where, role)
+        return [self._guard_failure(label, name, buffers.buffers[name].nbytes, d, where, role)
                 for name, damage in buffers.damaged_guards().items() for d in damage]
 
     @staticmethod
-    def _guard_failure(label: str, name: str, buffer: GuardedBuffer, d: GuardDamage, where: dict,
-                       role: str) -> CheckFailure:
+    def _guard_failure(label: str, name: str, nbytes: int, d: GuardDamage, where: dict, role: str) -> CheckFailure:
         who = "the reference kernel" if role == "reference" else "the kernel"
         return CheckFailure(
             "reference" if role == "reference" else "canary",
             f"{label}: {who} wrote {d.count} guard byte(s) {d.side} buffer {name}, the nearest at byte offset "
-            f"{d.offset} ({name} spans bytes 0..{buffer.nbytes - 1}): out-of-bounds write",
+            f"{d.offset} ({name} spans bytes 0..{nbytes - 1}): out-of-bounds write",
             {**where, "arg": name, "side": d.side, "bytes_changed": d.count, "byte_offset": d.offset},
         )
 
@@ -311,11 +310,11 @@ class Wall:
         self.timing = timing
         report = hooks.report()
         self.launches += report.launches
-        self.timed = {"launches": report.launches, "worked": report.worked, "buffer_sets": len(hooks.sets),
+        self.timed = {"launches": report.launches, "worked": report.worked, "buffer_sets": hooks.set_count,
                       "input_sets": [s.set_index for s in sets]}
-        failures = [self._guard_failure(f"{label}, buffer set {k}", name, hooks.sets[k].buffers[name], d,
-                                        {**where, "buffer_set": k}, "candidate")
-                    for k, name, d in hooks.damaged_guards()]
+        failures = [self._guard_failure(f"{label}, buffer set {k}", name, nbytes, d, {**where, "buffer_set": k},
+                                        "candidate")
+                    for k, name, d, nbytes in hooks.damaged_guards()]
         if failures:
             raise _Stop(failures)
         if report.failed_count:
