@@ -50,8 +50,8 @@ def stand_in(evaluations: int) -> None:
                 backend = fakes.FakeBackend({"r": fn, "c": fn}, seconds_per_launch=seconds)
                 config = WallConfig(seed=seed, timing=TimingOptions(stop=stop, warmup_s=0.0), **overrides)
                 start = time.perf_counter()
-                result = Wall(task, backend, backend.load_kernel("r", task.kernel), backend.load_kernel("c", task.kernel),
-                              {}, config).run()
+                reference, candidate = backend.load_kernel("r", task.kernel), backend.load_kernel("c", task.kernel)
+                result = Wall(task, backend, reference, candidate, {}, config).run()
                 spent.append(time.perf_counter() - start)
                 assert not result.failures, result.failures
                 launches = result.checked.get("timed_launches", {}).get("launches", 0)
