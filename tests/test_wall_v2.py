@@ -139,6 +139,20 @@ def test_out_of_bounds_write_on_timed_launches_only_hits_a_timed_guard() -> None
     assert failure.where["side"] == "after"
 
 
+def test_chunked_device_check_finds_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kernelpro.runner.timed_check as timed_check
+
+    backend = FakeBackend({}, seconds_per_launch=5e-6)
+    whole = run_wall("scale.cu", honest_until_timing(every_third_launch), time=True, backend=backend)
+    monkeypatch.setattr(timed_check, "CHUNK_ELEMENTS", 3 * 4096)  # three sets at a time
+    backend = FakeBackend({}, seconds_per_launch=5e-6)
+    chunked = run_wall("scale.cu", honest_until_timing(every_third_launch), time=True, backend=backend)
+    for result in (whole, chunked):
+        failure = result.failures[0]
+        assert failure.check == "timed-output"
+        assert failure.where["worked"] == pytest.approx(failure.where["launches"] / 3, rel=0.05)
+
+
 def test_cheats_keyed_on_addresses_are_caught_before_timing_too() -> None:
     """Pool allocators reuse addresses, so the checked launches already see repeats."""
     for cheat in (skip_seen_addresses, cache_by_input_address, every_third_launch):

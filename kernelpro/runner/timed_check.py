@@ -35,7 +35,7 @@ from kernelpro.runner.compare import GLOBAL_FLOOR_ULPS, ULP
 from kernelpro.runner.inputs import InputSet, as_float64, storage_dtype
 from kernelpro.task import FLOAT_DTYPES, Task
 
-_STATS = 5  # per output: poisoned, wrong, ||diff||, ||expected||, changed-input elements
+CHUNK_ELEMENTS = 1 << 24  # rows checked at once: ~128 MiB per float64 temporary
 
 
 @dataclass(frozen=True)
@@ -174,12 +174,12 @@ class TimedBuffers:
     def before_sample(self) -> None:
         """Reload every active set's inputs from a randomly chosen pristine set and poison its outputs."""
         self.choice = self.rng.integers(len(self.input_sets), size=self.active)
-        rows = self.xp.asarray(self.choice)
         group = self.groups[-1]
         for arg in self.task.buffers:
             bank = group[arg.name]
             if arg.is_input:
-                bank.interiors[...] = self.pristine[arg.name][rows]
+                for part in _chunks(self.active, bank.n):
+                    bank.interiors[part] = self.pristine[arg.name][self.xp.asarray(self.choice[part])]
             else:
                 view = unsigned_view(bank.rows)[:, bank.front:bank.front + bank.n]
                 view.fill(view.dtype.type(poison_bits(arg.dtype)))
@@ -187,16 +187,20 @@ class TimedBuffers:
     def after_sample(self) -> None:
         """Check every active set on the device; record the launches that did not do their work."""
         xp, group = self.xp, self.groups[-1]
-        rows = xp.asarray(self.choice)
-        columns = []
-        for arg in self.task.outputs:
-            columns += _output_stats(xp, group[arg.name].interiors, self.expected[arg.name][rows], arg.dtype,
-                                     self.task.tolerance_for(arg))
-        for arg in self.task.buffers:
-            if arg.intent == "in":
-                got, want = unsigned_view(group[arg.name].interiors), unsigned_view(self.pristine[arg.name][rows])
-                columns.append(_count(xp, got != want))
-        stats = np.asarray(self.to_host(xp.stack(columns, axis=1)), dtype=np.float64)
+        widest = max(group[a.name].n for a in self.task.buffers)
+        blocks = []
+        for part in _chunks(self.active, widest):  # bounded temporaries: a float64 copy of a chunk at a time
+            rows = xp.asarray(self.choice[part])
+            columns = []
+            for arg in self.task.outputs:
+                columns += _output_stats(xp, group[arg.name].interiors[part], self.expected[arg.name][rows],
+                                         arg.dtype, self.task.tolerance_for(arg))
+            for arg in self.task.buffers:
+                if arg.intent == "in":
+                    got = unsigned_view(group[arg.name].interiors[part])
+                    columns.append(_count(xp, got != unsigned_view(self.pristine[arg.name][rows])))
+            blocks.append(xp.stack(columns, axis=1))
+        stats = np.asarray(self.to_host(xp.concatenate(blocks)), dtype=np.float64)
         # set k is used by the launches k, k + active, ... of a sample; its state shows the last of them
         uses = np.array([len(range(k, self.launches_per_sample, self.active)) for k in range(self.active)])
         self.launches += int(uses.sum())
@@ -259,6 +263,12 @@ class UncheckedTimedBuffers(TimedBuffers):
 
     def after_sample(self) -> None:
         self.samples += 1
+
+
+def _chunks(rows: int, width: int) -> list[slice]:
+    """Row slices of at most :data:`CHUNK_ELEMENTS` elements each (at least one row)."""
+    step = max(1, CHUNK_ELEMENTS // max(width, 1))
+    return [slice(start, min(start + step, rows)) for start in range(0, rows, step)]
 
 
 def _expected_values(host: np.ndarray, dtype: str) -> np.ndarray:
