@@ -128,14 +128,14 @@ class WallEvaluator:
             stage = "compile" if failure and failure.check == "compile" else "wall"
             message = f"{failure.check}: {failure.message}" if failure else "no timing"
             evaluation = Evaluation.failed(stage, message.replace("\n", " | "), stage_seconds=stages,
-                                           summary={"seed": verdict.seed})
+                                           summary={"seed": verdict.seed, **wall_evidence(verdict)})
         else:
             t = verdict.timing
             rates = achieved_rates(self.task, verdict, knobs)
             summary: dict[str, object] = {
                 "median_us": t.median_s * 1e6, "p20_us": t.p20_s * 1e6, "p80_us": t.p80_s * 1e6,
                 "std_us": t.std_s * 1e6, "n": t.n, "method": t.method, "l2": t.l2, "seed": verdict.seed,
-                "flags": [f.check for f in verdict.flags],
+                "flags": [f.check for f in verdict.flags], **wall_evidence(verdict),
             }
             pct = roofline_pct(self.task, knobs, t.median_s, rates.get("peak_bytes_per_s"),
                                rates.get("peak_flops_per_s"))
@@ -232,6 +232,11 @@ def default_proposer() -> str:
 
 
 # --- the run ---------------------------------------------------------------------------------------
+
+def wall_evidence(verdict: WallVerdict) -> dict[str, object]:
+    """What the journal keeps of the wall's run besides the seed: the drawn size and the timed launches verified."""
+    return {key: verdict.checked[key] for key in ("drawn_size", "timed_launches") if key in verdict.checked}
+
 
 def final_check_outcome(verdict: WallVerdict) -> tuple[bool, str]:
     """Whether a winner passed its final check (wall + compute-sanitizer), and the report's line about it.

@@ -132,3 +132,13 @@ def test_final_check_line_claims_only_what_ran() -> None:
     assert ok and "NOT SANITIZED" in line and "could not run" in line
     ok, line = final_check_outcome(verdict(failures=(CheckFailure("memcheck", "found 1 error(s)"),)))
     assert not ok and line.startswith("failed the final check:")
+
+
+def test_journal_summary_keeps_the_drawn_size_and_timed_launches() -> None:
+    from kernelpro.optimize import wall_evidence
+    from kernelpro.runner.records import WallVerdict
+
+    verdict = WallVerdict(task="scale", kernel="scale", seed=7, checked={
+        "drawn_size": {"N": 897}, "timed_launches": {"launches": 3000, "worked": 3000}, "sizes": ["N=4096"]})
+    assert wall_evidence(verdict) == {"drawn_size": {"N": 897}, "timed_launches": {"launches": 3000, "worked": 3000}}
+    assert wall_evidence(WallVerdict(task="scale", kernel="scale", seed=7)) == {}
