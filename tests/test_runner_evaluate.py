@@ -148,14 +148,16 @@ def test_rendered_bench_shows_statistics_method_clocks_and_rates() -> None:
                     clocks=ClockSummary(242, 1755, 1980.0, 1980, 2619, 48, ("sw_power_cap",)))
     verdict = WallVerdict(task="scale", kernel="scale", seed=99, checked={
         "sizes": ["N=4096", "N=1000", "N=1"], "input_sets": 8, "distributions": ["normal", "uniform"],
-        "reference": "scale (default knobs)"}, timing=timing, device=device)
+        "reference": "scale (default knobs)", "timed_launches": {"launches": 60000, "worked": 60000,
+                                                                 "buffer_sets": 250}}, timing=timing, device=device)
     result = commands._result(task, verdict, {}, "bench scale")
     text = str(result)
     assert result.ok and text.splitlines()[2] == "PASS"
     for expected in ("median 4.000 us", "p20 3.900", "p80 4.100", "std 0.020 (0.50%)", "n 240",
                      "a CUDA graph of 250 launches", "rotating over 250 buffer copies (cold)",
                      "SM 1980 MHz (1755-1980)", "sw_power_cap (2 throttled samples dropped)",
-                     "8.2 GB/s", "GFLOP/s", "seed 99", "N=4096; N=1000; N=1"):
+                     "8.2 GB/s", "GFLOP/s", "seed 99", "N=4096; N=1000; N=1",
+                     "timed launches verified: 60000 of 60000 did their work (250 buffer sets"):
         assert expected in text, expected
     assert result.data["achieved"]["bytes_per_s"] == pytest.approx(8 * 4096 / 4e-6)
 

@@ -121,6 +121,10 @@ def render(task: Task, verdict: WallVerdict, title: str, achieved: Mapping[str, 
                      f"reference: {checked.get('reference', 'n/a')}")
     else:
         lines.append(f"seed {verdict.seed}")
+    timed = checked.get("timed_launches") if checked else None
+    if timed:
+        lines.append(f"timed launches verified: {timed['worked']} of {timed['launches']} did their work "
+                     f"({timed['buffer_sets']} buffer sets, poisoned and reloaded before every sample)")
     lines += [f"  x {failure}" for failure in verdict.failures]
     lines += [f"  ! {flag}" for flag in verdict.flags]
     lines += [f"  note: {note}" for note in verdict.notes]

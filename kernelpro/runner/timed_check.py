@@ -122,7 +122,8 @@ class _Bank:
                                     ("after", slice(self.front + self.n, None), self.rear_pattern)):
             if not pattern.size:
                 continue
-            now = np.ascontiguousarray(to_host(self.rows[:, part])).view(np.uint8).reshape(len(self.rows), -1)
+            guards = self.xp.ascontiguousarray(self.rows[:, part])
+            now = np.ascontiguousarray(to_host(guards)).view(np.uint8).reshape(len(self.rows), -1)
             changed = now != pattern.view(np.uint8)[None, :]
             for k in np.flatnonzero(changed.any(axis=1)):
                 where = np.flatnonzero(changed[k])
