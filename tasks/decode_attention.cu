@@ -65,6 +65,8 @@ BLOCK = { values = [64, 128, 256, 512, 1024], default = 256 }
 [correctness]
 # A single cached token (softmax of one score), a length that is not a multiple of the block, head_dim 64.
 sizes = [{ B = 1, H = 3, S = 1 }, { B = 2, H = 3, S = 1000 }, { B = 1, H = 4, S = 777, D = 64 }]
+# The wall's per-seed drawn size varies B, H and S; head_dim is a model constant (64 or 128), never odd.
+drawn_size = { D = [128, 128] }
 # FP32 math in another order moves the result by ~1e-6 relative; the FP16 store then rounds, so two correct
 # kernels can differ by one half ulp (2^-10 relative): rtol = 1e-2. Outputs of the tiny (1e-4) inputs fall
 # into FP16 subnormals (steps of 6e-8), where only an absolute tolerance works: atol = 1e-6.
