@@ -392,3 +392,35 @@ def test_explain_lists_what_runs_for_the_options() -> None:
     assert "synccheck" in text.splitlines()[-1]  # only the final check of optimize runs it
     quick = explain(WALL / "scale.cu", time=False, sanitizer=False)
     assert "timed-output" in quick.splitlines()[-1] and "memcheck" in quick.splitlines()[-1]
+
+
+def test_inout_sets_reused_within_a_warm_sample_are_not_misjudged() -> None:
+    """total += sum(x) applied twice in one sample is right, and differs from one application."""
+    from dataclasses import replace
+
+    from kernelpro.task import Init
+
+    task = load_task(WALL / "total.cu")
+    out = next(a for a in task.args if a.name == "out")
+    inout = replace(out, intent="inout", init=Init("zeros"))
+    task = replace(task, args=tuple(inout if a.name == "out" else a for a in task.args))
+
+    def accumulate(kernel, geometry, args, backend) -> None:
+        x, total, n = args
+        total[0] += x[:n].sum(dtype=np.float32)
+
+    backend = FakeBackend({"k": accumulate}, seconds_per_launch=5e-6)
+    inputs = make_inputs(task, task.env(), 3, 0, 0)
+    expected = {"out": np.array([inputs.arrays["x"].sum(dtype=np.float32)], dtype=np.float32)}
+    hooks = TimedBuffers(np, task, {"x": inputs.arrays["x"].shape, "out": (1,)}, [inputs], [expected],
+                         scalar_args(task, task.env()), 256, np.random.default_rng(0), backend.to_host)
+    hooks.arg_sets(10, 40)  # warm rotation: 10 sets for 40 launches, each set 4 times a sample
+    for _ in range(3):
+        hooks.before_sample()
+        for launch in range(40):
+            accumulate(None, None, (hooks.groups[-1]["x"].interior(launch % 10),
+                                    hooks.groups[-1]["out"].interior(launch % 10), np.int32(inputs.arrays["x"].size)),
+                       backend)
+        hooks.after_sample()
+    report = hooks.report()
+    assert report.failed_count == 0 and report.unjudged == 120 and report.launches == 0

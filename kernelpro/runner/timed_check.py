@@ -74,6 +74,7 @@ class TimedReport:
     failed: tuple[LaunchOutcome, ...]  # the first few failing launches
     failed_count: int
     samples: int
+    unjudged: int = 0  # launches on an inout set used twice in a sample (warm rotation): inputs checked only
 
     @property
     def worked(self) -> int:
@@ -156,6 +157,7 @@ class TimedBuffers:
         self.launches = 0
         self.failed: list[LaunchOutcome] = []
         self.failed_count = 0
+        self.unjudged = 0  # launches whose outputs could not be judged (see after_sample)
         self.keep_failures = keep_failures
         self.launches_per_sample = 1
 
@@ -204,7 +206,12 @@ class TimedBuffers:
         stats = np.asarray(self.to_host(xp.concatenate(blocks)), dtype=np.float64)
         # set k is used by the launches k, k + active, ... of a sample; its state shows the last of them
         uses = np.array([len(range(k, self.launches_per_sample, self.active)) for k in range(self.active)])
-        self.launches += int(uses.sum())
+        # an inout buffer launched on twice in a sample (warm rotation) holds two applications: not judged
+        judged = (uses == 1) | (not any(a.intent == "inout" for a in self.task.buffers))
+        self.launches += int(uses[judged].sum())
+        self.unjudged += int(uses[~judged].sum())
+        outputs = len(self.task.outputs)
+        stats[~judged, :4 * outputs] = 0.0
         for k in np.flatnonzero(self._suspect(stats)):
             outcome = self._outcome(int(k), stats[k])
             if not outcome.ok:
@@ -229,7 +236,7 @@ class TimedBuffers:
         return self.active
 
     def report(self) -> TimedReport:
-        return TimedReport(self.launches, tuple(self.failed), self.failed_count, self.samples)
+        return TimedReport(self.launches, tuple(self.failed), self.failed_count, self.samples, self.unjudged)
 
     def damaged_guards(self) -> list[tuple[int, str, GuardDamage, int]]:
         """``(set, buffer, damage, buffer bytes)`` for every guard region any timed launch wrote."""

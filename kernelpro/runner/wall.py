@@ -311,7 +311,8 @@ class Wall:
         report = hooks.report()
         self.launches += report.launches
         self.timed = {"launches": report.launches, "worked": report.worked, "buffer_sets": hooks.set_count,
-                      "input_sets": [s.set_index for s in sets]}
+                      "input_sets": [s.set_index for s in sets],
+                      **({"unjudged": report.unjudged} if report.unjudged else {})}
         failures = [self._guard_failure(f"{label}, buffer set {k}", name, nbytes, d, {**where, "buffer_set": k},
                                         "candidate")
                     for k, name, d, nbytes in hooks.damaged_guards()]
