@@ -174,3 +174,20 @@ def test_optimize_with_llm_and_no_key_is_one_line(tmp_path: Path) -> None:
             os.environ["ANTHROPIC_API_KEY"] = env_backup
     assert "no ANTHROPIC_API_KEY set" in line and "--proposer offline" in line
     assert not (tmp_path / "run").exists()
+
+
+def test_check_explain_needs_no_gpu_and_lists_the_registry() -> None:
+    result = run("check", "tasks/softmax.cu", "missing.cu", "--explain")
+    assert result.returncode == 0, result.stderr
+    for name in ("lower-precision", "output", "timed-output", "roofline", "memcheck"):
+        assert f"  {name} (" in result.stdout
+    quick = run("check", "tasks/softmax.cu", "missing.cu", "--explain", "--no-sanitize", "--no-time")
+    assert "not run with these options:" in quick.stdout and "memcheck" in quick.stdout.splitlines()[-1]
+
+
+def test_check_explain_reports_a_bad_task_in_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.cu"
+    bad.write_text((ROOT / "tests" / "kernels" / "wall" / "scale.cu").read_text().replace(
+        "sizes = [{ N = 1000 }, { N = 1 }]", 'sizes = [{ N = 1000 }, { N = 1 }]\nexclude_distributions = { ofset = "x" }'))
+    line = assert_one_line_error(run("check", str(bad), "missing.cu", "--explain"))
+    assert "bad.cu" in line and "ofset" in line and "did you mean 'offset'" in line
