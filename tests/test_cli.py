@@ -187,7 +187,8 @@ def test_check_explain_needs_no_gpu_and_lists_the_registry() -> None:
 
 def test_check_explain_reports_a_bad_task_in_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.cu"
-    bad.write_text((ROOT / "tests" / "kernels" / "wall" / "scale.cu").read_text().replace(
-        "sizes = [{ N = 1000 }, { N = 1 }]", 'sizes = [{ N = 1000 }, { N = 1 }]\nexclude_distributions = { ofset = "x" }'))
+    sizes = "sizes = [{ N = 1000 }, { N = 1 }]"
+    text = (ROOT / "tests" / "kernels" / "wall" / "scale.cu").read_text()
+    bad.write_text(text.replace(sizes, sizes + '\nexclude_distributions = { ofset = "x" }'))
     line = assert_one_line_error(run("check", str(bad), "missing.cu", "--explain"))
     assert "bad.cu" in line and "ofset" in line and "did you mean 'offset'" in line
