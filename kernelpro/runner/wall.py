@@ -1,11 +1,15 @@
 """The correctness wall: run a candidate against the reference until one check fails or all pass.
 
-For every problem size (the benchmark size first, then ``[correctness] sizes``) and several input
-sets each (``input_sets`` at the benchmark size, ``extra_size_sets`` at the others; fresh data per
-set, distributions rotating, see :mod:`kernelpro.runner.inputs`):
+The threat model behind each check is ``docs/correctness.md``; the check names come from the
+registry in :mod:`kernelpro.runner.checks`.
+
+For every problem size (the benchmark size first, then ``[correctness] sizes``, then one odd size
+drawn from the seed, :mod:`kernelpro.runner.drawn_size`) and several input sets each
+(``input_sets`` at the benchmark size, ``extra_size_sets`` at the others; fresh data per set,
+distributions rotating over all the sets of the evaluation, see :mod:`kernelpro.runner.inputs`):
 
 1. the reference (default knobs) and the candidate (its knobs) each run once on freshly allocated
-   buffers: inputs uploaded, outputs poisoned, canary guards around every buffer;
+   buffers: inputs uploaded, outputs poisoned, canary guards (64 KiB) around every buffer;
 2. after each launch: guards intact (``canary``), ``in`` buffers unchanged (``input-modified``);
    the reference failing either is a task problem (``reference``);
 3. every output matches the reference (``output``, rules in :mod:`kernelpro.runner.compare`);
@@ -13,10 +17,12 @@ set, distributions rotating, see :mod:`kernelpro.runner.inputs`):
    still match (else ``stateful``: it keeps state across launches) and, in a deterministic task,
    be bit-identical to the first run (``determinism``).
 
-Then, if timing is on: the candidate is timed at the benchmark size (:mod:`kernelpro.runner.timing`,
-guards and inputs checked afterwards too), the timing is held against the device's peaks
-(``roofline``), and one more input set, never seen before, is drawn and checked after the timed
-launches (``stateful`` again: a kernel that stops working after N launches, or caches results).
+Then, if timing is on: the candidate is timed at the benchmark size (:mod:`kernelpro.runner.timing`)
+with every timed launch on its own buffer set, poisoned and reloaded before each sample and checked
+on the device after it (:mod:`kernelpro.runner.timed_check`: ``timed-output``, ``input-modified``,
+then ``canary`` on every set); the timing is held against the device's peaks (``roofline``: DRAM
+when cold, L2 when warm, FLOP/s), and one more input set, never seen before, is drawn and checked
+after the timed launches (``stateful`` again).
 
 The first failing step stops the wall. A kernel fault (illegal address...) also marks the result
 ``context_lost``: the worker must not run more CUDA work in that process.
