@@ -424,3 +424,24 @@ def test_inout_sets_reused_within_a_warm_sample_are_not_misjudged() -> None:
         hooks.after_sample()
     report = hooks.report()
     assert report.failed_count == 0 and report.unjudged == 120 and report.launches == 0
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16", "float64", "int32"])
+def test_device_check_counts_per_set(dtype: str) -> None:
+    from kernelpro.runner.buffers import poison
+    from kernelpro.runner.inputs import storage_dtype, to_storage
+    from kernelpro.runner.timed_check import _output_stats
+    from kernelpro.task import DEFAULT_TOLERANCES, Tolerance
+
+    tol = DEFAULT_TOLERANCES.get(dtype, Tolerance(atol=0.0, rtol=0.0))
+    expected = to_storage(np.arange(1, 9, dtype=np.float64) * 3, dtype)
+    got = np.stack([expected.copy() for _ in range(4)])
+    poison(got[1, :3], dtype)  # set 1: three elements never written
+    got[2, 5] = to_storage(np.array([1000.0]), dtype)[0]  # set 2: one wrong element
+    got[3] = to_storage(np.zeros(8), dtype)  # set 3: all zeros
+    poisoned, wrong, diff_norm, exp_norm = _output_stats(np, got, np.stack([expected] * 4), dtype, tol)
+    assert list(poisoned) == [0, 3, 0, 0]
+    assert wrong[0] == 0 and wrong[1] == 3 and wrong[2] == 1 and wrong[3] == 8
+    assert got.dtype == storage_dtype(dtype)
+    if dtype != "int32":
+        assert diff_norm[0] == 0 and diff_norm[3] == pytest.approx(exp_norm[3])  # zeros: relative L2 error 1

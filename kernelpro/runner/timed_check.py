@@ -32,7 +32,7 @@ import numpy as np
 
 from kernelpro.runner.buffers import ALIGN, GuardDamage, canary_pattern, poison_bits, unsigned_view
 from kernelpro.runner.compare import GLOBAL_FLOOR_ULPS, ULP
-from kernelpro.runner.inputs import InputSet, as_float64, storage_dtype
+from kernelpro.runner.inputs import InputSet, storage_dtype
 from kernelpro.task import FLOAT_DTYPES, Task
 
 CHUNK_ELEMENTS = 1 << 24  # rows checked at once: ~128 MiB per float64 temporary
@@ -148,8 +148,8 @@ class TimedBuffers:
         self.input_sets, self.guard_bytes, self.rng, self.to_host = list(input_sets), guard_bytes, rng, to_host
         self.pristine = {a.name: xp.asarray(np.stack([s.arrays[a.name].reshape(-1) for s in self.input_sets]))
                          for a in task.buffers if a.is_input}
-        self.expected = {a.name: xp.asarray(np.stack([_expected_values(e[a.name], a.dtype) for e in expected]))
-                         for a in task.outputs}
+        self.expected = {a.name: xp.asarray(np.stack([np.asarray(e[a.name]).reshape(-1) for e in expected]))
+                         for a in task.outputs}  # in storage dtype; decoded to float64 a chunk at a time
         self.groups: list[dict[str, _Bank]] = []  # one group of banks per arg_sets call; the last is active
         self.choice = np.zeros(0, dtype=np.int64)
         self.active = 0
@@ -286,11 +286,6 @@ def _chunks(rows: int, width: int) -> list[slice]:
     return [slice(start, min(start + step, rows)) for start in range(0, rows, step)]
 
 
-def _expected_values(host: np.ndarray, dtype: str) -> np.ndarray:
-    flat = np.asarray(host).reshape(-1)
-    return as_float64(flat, dtype) if dtype in FLOAT_DTYPES else flat
-
-
 def _output_stats(xp: ModuleType, got: Any, expected: Any, dtype: str, tol: Any) -> list[Any]:
     """Per row (set) of ``got``: ``[poisoned, wrong, ||diff||, ||expected||]`` as float64 device vectors."""
     bits = unsigned_view(got)
@@ -299,10 +294,15 @@ def _output_stats(xp: ModuleType, got: Any, expected: Any, dtype: str, tol: Any)
         wrong = _count(xp, bits != unsigned_view(expected))
         zero = xp.zeros(len(got), dtype=xp.float64)
         return [poisoned, wrong, zero, zero]
-    g = (bits.astype(xp.uint32) << 16).view(xp.float32).astype(xp.float64) if dtype == "bfloat16" else \
-        got.astype(xp.float64)
     with np.errstate(invalid="ignore", over="ignore"):  # numpy only; CuPy does not warn
-        return _float_stats(xp, g, expected, tol, poisoned)
+        return _float_stats(xp, _float64(xp, got, dtype), _float64(xp, expected, dtype), tol, poisoned)
+
+
+def _float64(xp: ModuleType, values: Any, dtype: str) -> Any:
+    """Float buffer values (storage dtype, bfloat16 as bits) as float64, on the device."""
+    if dtype == "bfloat16":
+        return (unsigned_view(values).astype(xp.uint32) << 16).view(xp.float32).astype(xp.float64)
+    return values.astype(xp.float64)
 
 
 def _float_stats(xp: ModuleType, g: Any, e: Any, tol: Any, poisoned: Any) -> list[Any]:
