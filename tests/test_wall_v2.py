@@ -224,8 +224,8 @@ def test_timed_inputs_alternate_between_input_sets_at_the_same_addresses() -> No
 
     result = run_wall("scale.cu", spy, time=True, backend=FakeBackend({}, seconds_per_launch=5e-6))
     assert result.failures == ()
-    assert result.checked["timed_launches"]["input_sets"] == [0, 5]
-    assert sum(len(values) == 2 for values in seen.values()) >= 100  # most timed addresses saw both input sets
+    assert result.checked["timed_launches"]["input_sets"] == [5, 0, 1, 2, 3]  # 4 checked sets and a timing-only one
+    assert sum(len(values) >= 3 for values in seen.values()) >= 100  # most timed addresses saw several input sets
 
 
 # --- warm mode: an L2 ceiling ------------------------------------------------------------------------

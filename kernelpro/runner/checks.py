@@ -67,8 +67,8 @@ REGISTRY: tuple[Check, ...] = (
     Check("determinism", "two launches on the same inputs differing bit for bit in a deterministic task", ("races",),
           "wall", "none (reuses the repeat launch)"),
     Check("timed-output", "a timed launch that left its output unwritten or wrong: every timed launch has its own "
-          "buffer set, poisoned and reloaded (from two input sets at random) before each sample, compared on the "
-          "device after it", ("stale output", "caching across launches", "timer games", "partial computation"),
+          "buffer set, poisoned and reloaded (from up to five input sets at random) before each sample, compared "
+          "on the device after it", ("stale output", "caching across launches", "timer games", "partial computation"),
           "wall", "per sample, outside the timed region: a poison fill, a device-to-device input copy and a float64 "
           "reduction over every set's outputs", applies=_timed),
     Check("roofline", "a timing above the device's peaks: DRAM bandwidth (cold), the L2 bandwidth ceiling (warm), "

@@ -292,7 +292,8 @@ class Wall:
     def _time(self) -> Timing:
         sizes = self.task.problem_sizes()[0]
         env_ref, env_cand = self._envs(sizes)
-        sets = [make_inputs(self.task, env_ref, self.config.seed, 0, index) for index in self._timed_input_sets()]
+        sets = [make_inputs(self.task, env_ref, self.config.seed, 0, index)
+                for index in self._timed_input_sets(env_ref)]
         where = {**self._where(sizes, 0, sets[0]), "launch": "timing"}
         shapes = self._shapes(env_ref, env_cand, where)
         context = f"{size_label(self.task, sizes)}, timed input sets, seed {self.config.seed}"
@@ -328,9 +329,12 @@ class Wall:
             raise _Stop([self._timed_failure(report, label, where, timing)])
         return timing
 
-    def _timed_input_sets(self) -> tuple[int, int]:
-        """Input sets the timed launches draw from: the first checked one and one only timing sees."""
-        return 0, self.config.input_sets + 1
+    def _timed_input_sets(self, env: Mapping) -> list[int]:
+        """Input sets the timed launches draw from: one only timing sees, then the benchmark size's checked sets
+        (their reference outputs are known), as many as fit in half the rotation budget (at least two)."""
+        per_set = sum(self.task.nbytes(arg, env) for arg in self.task.buffers)
+        fit = max(2, self.config.timing.rotation_budget_bytes // 2 // max(per_set, 1))
+        return ([self.config.input_sets + 1] + list(range(self.config.input_sets)))[:fit]
 
     def _timed_failure(self, report: TimedReport, label: str, where: dict, timing: Timing) -> CheckFailure:
         first = report.failed[0]
