@@ -30,7 +30,6 @@ Choices that matter:
 
 from __future__ import annotations
 
-import contextlib
 import gc
 from collections.abc import Sequence
 from typing import Any
