@@ -230,3 +230,18 @@ def test_analyze_prints_ncus_reason_and_command(fake_ncu, tmp_path: Path, monkey
     for text in expected:
         assert text in line
     assert "command: " in line and os.sep + "ncu --csv --page raw" in line and "kernelpro.runner.worker --job" in line
+
+
+def test_the_live_display_shows_a_note_once() -> None:
+    import io
+
+    from rich.console import Console
+
+    from kernelpro.live import LiveStatus
+
+    console = Console(file=io.StringIO(), width=200, force_terminal=False)
+    with LiveStatus(console, "scale") as status:
+        for _ in range(3):
+            status.note("Nsight Compute disabled for the rest of the run: no permission")
+    assert status.notes == ["Nsight Compute disabled for the rest of the run: no permission"]
+    assert console.file.getvalue().count("note: Nsight Compute disabled") >= 1
