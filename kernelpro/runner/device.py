@@ -236,7 +236,7 @@ class CupyBackend:
         if helpers is None:
             return  # no NVRTC: the host gap stays in warm timings (helpers_error says why)
         try:
-            helpers.get_function("kp_spin")((1,), (1,), (np.uint64(ns),))
+            helpers.get_function("kp_spin")((1,), (1,), (np.uint64(ns),))  # queued before start.record
         except self._errors as exc:
             raise KernelFault(str(exc)) from None
 
