@@ -301,6 +301,8 @@ def run_wall_sequence(evaluator: Any, task: Any, sequence: Sequence[tuple[str, s
         if got not in expected:
             first = str(verdict.failures[0]) if verdict.failures else "passed"
             problems.append(f"{label}: got {got}, expected {'/'.join(sorted(expected))} ({first[:160]})")
+            if index == 0:  # the task's own kernel fails: nothing after it can be judged
+                break
         if got in ("timeout", "cuda-error") and restarted != 1:
             problems.append(f"{label}: {got} but the worker was restarted {restarted} times, not once")
         if label.startswith("after-") and index > 0:

@@ -192,6 +192,12 @@ def test_wall_sequence_catches_a_blamed_successor_and_a_missing_restart() -> Non
     assert problems[0].startswith("hang: got pass, expected timeout")
 
 
+def test_wall_sequence_stops_when_the_correct_candidate_fails() -> None:
+    rows, problems = _sequence({**ANSWERS, "correct1": ("worker-error", 0)})
+    assert len(rows) == 1 and problems == ["correct: got worker-error, expected pass (worker-error: synthetic "
+                                           "worker-error)"]
+
+
 def test_planted_files_name_their_expected_checks() -> None:
     for _, planted in smoke.WALL_SEQUENCE:
         if planted:
