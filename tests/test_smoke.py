@@ -212,3 +212,25 @@ def test_bench_row_puts_the_first_sample_next_to_the_median() -> None:
     assert "graph x500  rotated" in row
     failed = smoke.bench_row("softmax cold", {"timing": None, "failures": [{"message": "output: 3 wrong"}]})
     assert failed.endswith("FAILED: output: 3 wrong")
+
+
+def test_optimize_step_reads_the_final_check_and_profiling_lines(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    def fake_optimize(*args: str, timeout: float) -> subprocess.CompletedProcess:
+        run = Path(args[args.index("--out") + 1])
+        run.mkdir(parents=True)
+        (run / "best.cu").write_text("// winner")
+        (run / "report.md").write_text("# kernelpro run: scale\n- GPU: NVIDIA H100\n- profiling: Nsight Compute, "
+                                       f"two stages\n- final check: {final}\n")
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    monkeypatch.setattr(smoke, "kernelpro", fake_optimize)
+    (tmp_path / "env.json").write_text(json.dumps({"sanitizer": True}))
+    final = "node 2: passed the wall again and compute-sanitizer"
+    result = smoke.step_optimize(tmp_path)
+    assert result.status == smoke.PASS
+    assert result.detail == f"final check: {final}; profiling: Nsight Compute, two stages"
+    shutil.rmtree(tmp_path / "runs")
+    final = "node 2: passed the wall again; compute-sanitizer gave no verdict: timed out"
+    result = smoke.step_optimize(tmp_path)
+    assert result.status == smoke.FAIL and result.detail.startswith("compute-sanitizer worked in the env step")
