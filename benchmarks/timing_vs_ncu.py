@@ -3,6 +3,7 @@
 Usage (needs a CUDA GPU, CuPy, nvcc and Nsight Compute)::
 
     python3 benchmarks/timing_vs_ncu.py [TASK ...] [--tolerance 0.10] [--warmup 3] [--launches 5]
+                                        [--flush clean|dirty|both]
 
 TASK is a task file or the name of one in ``tasks/``. The default tasks run at least ~50 µs on an
 H100 at their benchmark size, where one launch per CUDA event pair is timed reliably:
@@ -27,6 +28,13 @@ ncu runs with two settings that make it measure what kernelpro measures:
 * ``--cache-control all``: ncu flushes the caches before each profiled launch, like kernelpro's cold
   mode flushes L2 before each sample.
 
+``--flush`` picks kernelpro's L2 flush: ``clean`` (the default of kernelpro's cold timing: write twice L2,
+then read it back, so L2 holds no dirty line of the flush), ``dirty`` (the write pass only: the
+flush's dirty lines are then written back during the timed kernel) or ``both`` (the
+default here): each task is benched twice and the row shows the dirty-flush median and its excess over
+the clean one, the cost of those write-backs (tens of µs on an H100 would show here). The verdict uses the
+clean flush when it was measured.
+
 Prints one row per task: kernelpro's median (p20-p80) in µs, ncu's median in µs over the profiled
 launches, the ratio kernelpro / ncu and PASS or FAIL against the bound ``|ratio - 1| <= tolerance``.
 Exit status: 0 when every task is within the bound; 1 when one is outside it or could not be measured
@@ -42,6 +50,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gpu_check import gpu_missing
 
@@ -102,6 +111,8 @@ class Comparison:
     p20_s: float
     p80_s: float
     ncu_s: tuple[float, ...]  # one per profiled launch
+    dirty_median_s: float | None = None  # the median with the dirty flush, when both were measured
+    flush: str = "clean"  # the flush of median_s
 
     @property
     def ncu_median_s(self) -> float:
@@ -117,15 +128,28 @@ class Comparison:
 
 HEADER = (f"{'task':<16} {'kernelpro median us (p20-p80)':>34} {'ncu median us (launches)':>26} "
           f"{'kp/ncu':>7}  verdict")
+DIRTY_HEADER = f"{'dirty-flush median us (vs clean)':>34}"
+
+
+def header(with_dirty: bool) -> str:
+    """The table header; with the dirty-flush column when both flushes were measured."""
+    return HEADER.replace(" verdict", f" verdict  {DIRTY_HEADER.strip()}") if with_dirty else HEADER
 
 
 def format_row(row: Comparison, tolerance: float) -> str:
-    """One table row: both medians in µs, the ratio and PASS/FAIL against ``tolerance``."""
+    """One table row: both medians in µs, the ratio and PASS/FAIL against ``tolerance`` (and the dirty-flush
+    median with its difference to the clean one, when measured)."""
     us = 1e6
     kernelpro = f"{row.median_s * us:.2f} ({row.p20_s * us:.2f}-{row.p80_s * us:.2f})"
+    if row.flush != "clean":
+        kernelpro = f"[{row.flush}] {kernelpro}"
     ncu = f"{row.ncu_median_s * us:.2f} ({len(row.ncu_s)})"
     verdict = "PASS" if row.ok(tolerance) else f"FAIL (off by {abs(row.ratio - 1):.1%} > {percent(tolerance)})"
-    return f"{row.task:<16} {kernelpro:>34} {ncu:>26} {row.ratio:>7.3f}  {verdict}"
+    text = f"{row.task:<16} {kernelpro:>34} {ncu:>26} {row.ratio:>7.3f}  {verdict}"
+    if row.dirty_median_s is not None:
+        excess = (row.dirty_median_s - row.median_s) * us
+        text += f"  {row.dirty_median_s * us:.2f} ({excess:+.2f} us, {row.dirty_median_s / row.median_s - 1:+.1%})"
+    return text
 
 
 def percent(fraction: float) -> str:
@@ -171,9 +195,14 @@ def ncu_durations_s(program: Sequence[str], kernel: str, warmup: int, launches: 
     return tuple(ns * 1e-9 for ns in durations_ns(outputs[-1].stdout, kernel))
 
 
-def measure(task_paths: Iterable[Path], warmup: int, launches: int) -> tuple[list[Comparison | str], str]:
-    """Bench every task cold, then profile each with ncu; a :class:`Comparison` or an error row per task,
-    and the GPU's name. The benches run first and their worker is closed before ncu starts."""
+FLUSHES = {"clean": ("clean",), "dirty": ("dirty",), "both": ("clean", "dirty")}
+
+
+def measure(task_paths: Iterable[Path], warmup: int, launches: int,
+            flush: str = "both") -> tuple[list[Comparison | str], str]:
+    """Bench every task cold (once per flush of ``FLUSHES[flush]``), then profile each with ncu; a
+    :class:`Comparison` or an error row per task, and the GPU's name. The benches run first and their
+    worker is closed before ncu starts."""
     from kernelpro.compiler import CompileRequest
     from kernelpro.runner.evaluate import Evaluator, WallOptions, kernel_symbol
     from kernelpro.runner.profiled_program import launch_once_program
@@ -181,18 +210,21 @@ def measure(task_paths: Iterable[Path], warmup: int, launches: int) -> tuple[lis
     from kernelpro.task_loader import load_task
 
     tasks = [load_task(path) for path in task_paths]
-    options = WallOptions(timing=TimingOptions(warm=False))
-    verdicts = {}
+    modes = FLUSHES[flush]
+    verdicts: dict[tuple[str, str], Any] = {}
     device = "unknown GPU"
     with Evaluator() as evaluator:
         for task in tasks:
-            verdict = evaluator.bench(task, options=options)
-            verdicts[task.name] = verdict
-            if verdict.device is not None:
-                device = verdict.device.name
+            for mode in modes:
+                options = WallOptions(timing=TimingOptions(warm=False, l2_flush=mode))
+                verdict = evaluator.bench(task, options=options)
+                verdicts[task.name, mode] = verdict
+                if verdict.device is not None:
+                    device = verdict.device.name
     rows: list[Comparison | str] = []
     for task in tasks:
-        verdict = verdicts[task.name]
+        verdict = verdicts[task.name, modes[0]]
+        dirty = verdicts.get((task.name, "dirty")) if len(modes) > 1 else None
         if not verdict.ok or verdict.timing is None:
             why = "; ".join(str(f) for f in verdict.failures) or "no timing"
             rows.append(format_error(task.name, f"kernelpro bench failed: {why}"))
@@ -211,7 +243,8 @@ def measure(task_paths: Iterable[Path], warmup: int, launches: int) -> tuple[lis
             rows.append(format_error(task.name, f"ncu failed: {exc}"))
             continue
         timing = verdict.timing
-        rows.append(Comparison(task.name, timing.median_s, timing.p20_s, timing.p80_s, ncu_s))
+        dirty_s = dirty.timing.median_s if dirty is not None and dirty.ok and dirty.timing else None
+        rows.append(Comparison(task.name, timing.median_s, timing.p20_s, timing.p80_s, ncu_s, dirty_s, modes[0]))
     return rows, device
 
 
@@ -222,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="largest allowed |kernelpro / ncu - 1| (default 0.10)")
     parser.add_argument("--warmup", type=int, default=3, help="launches ncu skips before profiling (default 3)")
     parser.add_argument("--launches", type=int, default=5, help="launches ncu profiles (default 5)")
+    parser.add_argument("--flush", choices=sorted(FLUSHES), default="both",
+                        help="kernelpro's L2 flush: clean, dirty, or both to compare them (default both)")
     args = parser.parse_args(argv)
     if args.warmup < 0 or args.launches < 1:
         parser.error("--warmup must be >= 0 and --launches >= 1")
@@ -232,10 +267,10 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     paths = [resolve_task(name) for name in (args.tasks or DEFAULT_TASKS)]
-    rows, device = measure(paths, args.warmup, args.launches)
-    print(f"{device}: kernelpro cold timing vs ncu {DURATION} (--clock-control none --cache-control all, "
-          f"{args.launches} launches after {args.warmup}); bound {percent(args.tolerance)}")
-    print(HEADER)
+    rows, device = measure(paths, args.warmup, args.launches, args.flush)
+    print(f"{device}: kernelpro cold timing ({args.flush} L2 flush) vs ncu {DURATION} (--clock-control none "
+          f"--cache-control all, {args.launches} launches after {args.warmup}); bound {percent(args.tolerance)}")
+    print(header(args.flush == "both"))
     for row in rows:
         print(format_row(row, args.tolerance) if isinstance(row, Comparison) else row)
     passed = sum(isinstance(row, Comparison) and row.ok(args.tolerance) for row in rows)

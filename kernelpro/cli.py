@@ -129,9 +129,8 @@ def _analyze_on_gpu(task, source: str, arch: str | None, knobs: dict, flags: tup
         variant = Variant(source, tuple((k, str(v)) for k, v in {**task.default_knobs(), **knobs}.items()), flags)
         diagnoser = ProfilingDiagnoser(task, runner.compiler, runner.arch, warn=lambda m: None)
         diagnosis, static, ctx = diagnoser.analyze(variant)
-    if not diagnoser.use_ncu:
-        raise KernelproError("Nsight Compute could not profile the kernel (see `kernelpro doctor`)",
-                             fix="check ncu's permission to read counters (ERR_NVGPUCTRPERM), or use --static")
+    if diagnoser.last_error is not None:
+        raise profiling_failed(task.kernel, diagnoser.last_error)
     if plot is not None and ctx.verdict is not None:
         from kernelpro.roofline import plot_roofline
 
@@ -149,6 +148,18 @@ def _analyze_on_gpu(task, source: str, arch: str | None, knobs: dict, flags: tup
             console.print(f"roofline plot: {plot}", highlight=False)
     if not verdict.ok:
         sys.exit(1)
+
+
+def profiling_failed(kernel: str, exc: BaseException) -> KernelproError:
+    """``analyze``'s error when ncu failed: the real reason (permission, kernel-name mismatch, nothing profiled,
+    a timeout...) and the ncu command that failed, with the error's own fix when it has one."""
+    from kernelpro.optimize import profile_error_text
+
+    fix = getattr(exc, "fix", None) or "run the ncu command above by hand to see the problem, or use --static"
+    reason = profile_error_text(exc)
+    if isinstance(exc, KernelproError) and exc.fix:
+        reason = reason.replace(f" (fix: {exc.fix})", "")
+    return KernelproError(f"Nsight Compute could not profile {kernel}: {reason}", fix=fix)
 
 
 def parse_duration(text: str | None) -> float | None:

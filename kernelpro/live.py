@@ -23,6 +23,7 @@ class LiveStatus:
         self.last = "evaluating the baseline"
         self.tokens = 0
         self.dollars = 0.0
+        self.notes: list[str] = []  # what the run must know (ncu switched off, a node's profile failed)
         self.live = Live(self._render(), console=console, refresh_per_second=4, transient=False)
 
     def __enter__(self) -> LiveStatus:
@@ -46,6 +47,12 @@ class LiveStatus:
         self.last = f"{variant.change or 'baseline'} → {verdict}"
         self.live.update(self._render())
 
+    def note(self, message: str) -> None:
+        """Show ``message`` under the status line (the three latest distinct notes stay)."""
+        if message not in self.notes:
+            self.notes.append(message)
+        self.live.update(self._render())
+
     def proposed(self, proposal: Proposal) -> None:
         self.tokens += proposal.usage.tokens
         self.dollars += proposal.usage.cost_usd
@@ -57,7 +64,8 @@ class LiveStatus:
             f"[bold]{self.task}[/bold]  evaluations {self.evaluations} ({self.failed} failed)  "
             f"best {'-' if speedup is None else f'{speedup:.3f}x'}  tree {self.evaluations} nodes  "
             f"tokens {self.tokens:,}  ${self.dollars:.2f}")
-        return Group(line, Text.from_markup(f"last: {self.last}"))
+        notes = [Text(f"note: {note}", style="yellow") for note in self.notes[-3:]]
+        return Group(line, Text.from_markup(f"last: {self.last}"), *notes)
 
 
 def summary_table(result: SearchResult, run_dir: str) -> Table:

@@ -152,8 +152,15 @@ class WallEvaluator:
 class ProfilingDiagnoser:
     """Static analysis plus a two-stage Nsight Compute profile, digested into prescriptions.
 
-    ncu profiles a standalone worker that launches the node's kernel at the benchmark size. When ncu is
-    missing or may not read counters, the diagnosis falls back to static analysis and says so once.
+    ncu profiles a standalone worker that launches the node's kernel at the benchmark size. Profiling
+    failures are of two kinds:
+
+    * **permanent** (ncu missing, no permission to read counters, the profiler cannot start here):
+      ncu is switched off for the rest of the run, said once through ``warn`` and kept in
+      ``disabled`` (for ``report.md``); every later diagnosis comes from static analysis only;
+    * **anything else** (an ncu timeout or crash, the kernel not profiled, a metric the roofline or the
+      device peaks need missing): only this node's diagnosis fails over to static analysis; its
+      details carry ``profile_error``, ``node_failures`` counts it, and the next node is profiled again.
     """
 
     def __init__(self, task: Task, compiler: Compiler, arch: str, *, use_ncu: bool = True,
@@ -163,39 +170,86 @@ class ProfilingDiagnoser:
         self.arch = arch
         self.use_ncu = use_ncu
         self.warn = warn or (lambda message: print(message, file=sys.stderr))
+        self.disabled: str | None = None  # why ncu was switched off for the run (a permanent cause)
+        self.last_error: Exception | None = None  # the last analyze()'s profiling error, None when it profiled
+        self.node_failures: dict[int, str] = {}  # node id -> its profiling error (that node only)
 
     def analyze(self, variant: Variant) -> tuple[Any, Any, Any]:
-        """``(diagnosis, static report, diagnosis context)`` of a variant (also for ``kernelpro analyze``)."""
+        """``(diagnosis, static report, diagnosis context)`` of a variant (also for ``kernelpro analyze``).
+
+        After it, ``last_error`` is the profiling error when profiling was tried and failed.
+        """
         from kernelpro.diagnosis import build_context, diagnose
         from kernelpro.static_analysis import analyze_static
 
         knobs = self.task.parse_knobs(variant.knob_values)
         static = analyze_static(self.task, source=variant.source, arch=self.arch, knobs=knobs,
                                 flags=variant.flags, compiler=self.compiler)
+        self.last_error = None
         profile = self._profile(variant, knobs, static) if self.use_ncu and static.compiled else None
         ctx = build_context(profile, task=self.task, static=static, knobs=knobs)
         return diagnose(ctx), static, ctx
 
     def diagnose(self, node: Node) -> SearchDiagnosis:
         result, _, _ = self.analyze(node.variant)
-        return SearchDiagnosis(text=result.render(), actions=result.actions, details=result.to_dict())
+        text, details = result.render(), result.to_dict()
+        if self.last_error is not None and self.use_ncu:  # this node's profile failed; the next is tried again
+            reason = profile_error_text(self.last_error)
+            self.node_failures[node.id] = reason
+            details["profile_error"] = reason
+            text = f"(Nsight Compute failed on this kernel; static analysis only: {reason[:200]})\n{text}"
+            self.warn(f"profiling node {node.id} failed, static analysis only for it: {reason}")
+        return SearchDiagnosis(text=text, actions=result.actions, details=details)
+
+    def report_line(self) -> str:
+        """What ``report.md`` says about profiling in this run."""
+        if self.disabled:
+            line = self.disabled
+        elif not self.use_ncu:
+            line = "off: static analysis only"
+        else:
+            line = "Nsight Compute, two stages"
+        if self.node_failures:
+            nodes = ", ".join(str(n) for n in sorted(self.node_failures))
+            first = next(iter(self.node_failures.values()))
+            line += f"; failed on node(s) {nodes} (static analysis only for those; first: {first})"
+        return line
 
     def _profile(self, variant: Variant, knobs: Mapping[str, Any], static: Any) -> Any:
-        from kernelpro.profile import NcuOptions, ProfileError, profile_two_stage
+        from kernelpro.errors import ToolchainError
+        from kernelpro.profile import NcuOptions, ProfilerUnavailable, profile_two_stage
         from kernelpro.runner.profiled_program import launch_once_program
 
         entry = static.entry
-        result = self.compiler.compile(CompileRequest(variant.source, self.arch, self.task.defines(knobs),
-                                                      variant.flags, source_name=CANDIDATE_NAME))
         try:
+            result = self.compiler.compile(CompileRequest(variant.source, self.arch, self.task.defines(knobs),
+                                                          variant.flags, source_name=CANDIDATE_NAME))
             with launch_once_program(self.task, result.cubin, entry.symbol, knobs,
                                      PROFILE_WARMUP_LAUNCHES + 1) as program:
                 return profile_two_stage(program, NcuOptions(kernel=self.task.kernel,
                                                              launch_skip=PROFILE_WARMUP_LAUNCHES)).profile
-        except (ProfileError, KernelproError) as exc:
-            self.warn(f"profiling unavailable, diagnosing from static analysis only: {exc}")
+        except (ToolchainError, ProfilerUnavailable) as exc:  # permanent: no tool, no permission
+            self.last_error = exc
             self.use_ncu = False
+            self.disabled = f"Nsight Compute disabled for the rest of the run: {profile_error_text(exc)}"
+            self.warn(f"{self.disabled}; diagnosing from static analysis only")
             return None
+        except Exception as exc:  # noqa: BLE001 - ProfileError, MetricError, OSError...: this node only
+            self.last_error = exc
+            return None
+
+
+def profile_error_text(exc: BaseException) -> str:
+    """A profiling error in one line, with the ncu command that failed when known."""
+    from kernelpro.profile import ProfileError
+
+    if isinstance(exc, ProfileError):
+        text = exc.with_command()
+    elif isinstance(exc, KernelproError):
+        text = str(exc)
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return " | ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 class ObservedProposer:
@@ -322,15 +376,17 @@ def optimize_task(task: Task, settings: RunSettings, run_dir: Path, *, budget: B
     proposer = make_proposer(settings.proposer, task, settings.model, compiler=compiler, arch=settings.arch)
     require_gpu()  # after the proposer, so a missing API key is reported even on a machine without a GPU
     use_ncu = settings.profile and find_tool("ncu", required=False) is not None
-    if settings.profile and not use_ncu:
-        console.print("[yellow]ncu not found: diagnosing from static analysis only[/yellow]")
     if not resume:
         settings.save(run_dir)
     with Evaluator(compiler=compiler, arch=settings.arch) as runner:
         with LiveStatus(console, task.name) as status:
             evaluator = WallEvaluator(task, runner, warm=settings.warm, observer=status.evaluated)
-            diagnoser = ProfilingDiagnoser(task, compiler, settings.arch, use_ncu=use_ncu,
-                                           warn=lambda m: console.print(f"[yellow]{m}[/yellow]"))
+            diagnoser = ProfilingDiagnoser(task, compiler, settings.arch, use_ncu=use_ncu, warn=status.note)
+            if settings.profile and not use_ncu:
+                diagnoser.disabled = "Nsight Compute not found (ncu): static analysis only"
+                status.note(diagnoser.disabled)
+            elif not settings.profile:
+                diagnoser.disabled = "off (--no-profile): static analysis only"
             observed = ObservedProposer(proposer, status.proposed)
             result = run_search(run_dir, task, evaluator=evaluator, proposer=observed, diagnoser=diagnoser,
                                 budget=budget, seed=settings.seed, resume=resume)
@@ -343,5 +399,6 @@ def optimize_task(task: Task, settings: RunSettings, run_dir: Path, *, budget: B
             return final_check_outcome(verdict)
 
         gpu = str(result.best.evaluation.summary.get("gpu", "unknown"))
-        files, best, _ = finish_run(run_dir, task, result, settings, final_check, {"GPU": gpu})
+        files, best, _ = finish_run(run_dir, task, result, settings, final_check,
+                                    {"GPU": gpu, "profiling": diagnoser.report_line()})
     return OptimizeOutcome(result, files, best)

@@ -28,7 +28,11 @@ process can call it its own way; :func:`subprocess_runner` is the default.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import shlex
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -56,10 +60,26 @@ PERMISSION_FIX = (
 )
 _UNKNOWN_METRIC = re.compile(r"Failed to find metric\s+(?:regex:)?\^?([A-Za-z0-9_.]+?)(?:\\\.|\(|\$|\s|$)")
 _AVAILABLE = re.compile(r"^\s*\d+\.\s+(.+?)\s*$")
+_PROFILER_INIT = ("Failed to initialize the profiler", "LibraryNotLoaded")  # ncu's words when it cannot start
 
 
 class ProfileError(KernelproError):
-    """ncu ran but gave no usable counters: no permission, unknown metric, no kernel profiled, a crash."""
+    """ncu ran but gave no usable counters: no permission, unknown metric, no kernel profiled, a crash.
+
+    ``command`` is the ncu command line that failed (set by :func:`collect`).
+    """
+
+    command: tuple[str, ...] = ()
+
+    def with_command(self) -> str:
+        """The error and, when known, the ncu command that failed (for a person to rerun by hand)."""
+        return f"{self}; command: {shlex.join(self.command)}" if self.command else str(self)
+
+
+class ProfilerUnavailable(ProfileError):
+    """ncu cannot profile anything on this machine: no permission to read the counters (ERR_NVGPUCTRPERM), or
+    the profiler cannot initialize (``LibraryNotLoaded``, e.g. in some containers). A permanent cause: retrying
+    another kernel will not help."""
 
 
 @dataclass(frozen=True)
@@ -74,16 +94,43 @@ class RunResult:
 Runner = Callable[[Sequence[str], float], RunResult]
 
 
+STOP_GRACE_S = 10.0  # after SIGINT, how long ncu gets to restore the clocks and exit before SIGKILL
+
+
 def subprocess_runner(argv: Sequence[str], timeout: float) -> RunResult:
-    """Run ``argv`` as a child process and capture its output."""
+    """Run ``argv`` as a child process in its own process group and capture its output.
+
+    On a timeout the whole group is stopped: ncu *and* the program it profiles (a worker that would
+    otherwise be orphaned, holding the GPU). SIGINT first, so ncu can restore the clocks it locked
+    (``--clock-control base``), then SIGKILL for whatever is left after :data:`STOP_GRACE_S`.
+    """
     try:
-        proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, errors="replace")
-    except subprocess.TimeoutExpired as exc:
-        raise ProfileError(f"ncu took more than {timeout:.0f} s", fix="profile a smaller problem size, or "
-                           "raise the timeout") from exc
+        proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                errors="replace", start_new_session=True)
     except OSError as exc:
         raise ToolchainError(f"cannot run `{argv[0]}`: {exc}", fix=INSTALL_HINTS["ncu"]) from exc
-    return RunResult(proc.returncode, proc.stdout, proc.stderr)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop_process_group(proc)
+        raise ProfileError(f"ncu took more than {timeout:.0f} s; ncu and the profiled program were stopped",
+                           fix="profile a smaller problem size, or raise the timeout") from None
+    return RunResult(proc.returncode, stdout, stderr)
+
+
+def stop_process_group(proc: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGINT ``proc``'s process group (it leads one), SIGKILL it after ``grace_s``, and reap ``proc``."""
+    for sig, wait_s in ((signal.SIGINT, grace_s), (signal.SIGKILL, grace_s)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.communicate(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            continue
+        if sig == signal.SIGINT:  # ncu is gone: make sure the rest of its group is too
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        return
 
 
 @dataclass(frozen=True)
@@ -185,17 +232,25 @@ def collect(
     """
     argv = ncu_command(resolve_ncu(ncu), program, metrics, options)
     start = time.perf_counter()
-    result = (runner or subprocess_runner)(argv, options.timeout_s)
-    seconds = time.perf_counter() - start
-    kernels = _check_output(result, options)
+    try:
+        result = (runner or subprocess_runner)(argv, options.timeout_s)
+        seconds = time.perf_counter() - start
+        kernels = _check_output(result, options)
+    except ProfileError as exc:
+        exc.command = tuple(argv)
+        raise
     return KernelProfile.from_kernel(kernels[0], seconds, argv)
 
 
 def _check_output(result: RunResult, options: NcuOptions) -> list[NcuKernel]:
     text = result.stdout + "\n" + result.stderr
     if "ERR_NVGPUCTRPERM" in text:
-        raise ProfileError("ncu has no permission to read the GPU performance counters (ERR_NVGPUCTRPERM)",
-                           fix=PERMISSION_FIX)
+        raise ProfilerUnavailable("ncu has no permission to read the GPU performance counters (ERR_NVGPUCTRPERM)",
+                                  fix=PERMISSION_FIX)
+    if line := next((line for line in text.splitlines() if any(m in line for m in _PROFILER_INIT)), None):
+        raise ProfilerUnavailable(f"ncu cannot start its profiler here: {line.strip()}",
+                                  fix="run where the driver lets ncu read counters (bare metal or a VM with the "
+                                  "GPU passed through; some container sandboxes refuse it), see `kernelpro doctor`")
     if match := _UNKNOWN_METRIC.search(text):
         raise ProfileError(f"ncu does not know the metric {match[1]!r} on this GPU / ncu version",
                            fix="check the name with `ncu --query-metrics` and fix the tool that declares it")

@@ -5,8 +5,8 @@ process: CuPy, the worker, Nsight Compute, compute-sanitizer and nvcc all take p
 
 * ``kernelpro analyze`` on the naive transpose profiles it with ncu (two stages) and fires the
   uncoalesced-access tool, whose prescription names no counter.
-* ``kernelpro optimize`` with the offline proposer on vector_add writes a verified, sanitizer-checked
-  winner that is not slower than the baseline.
+* ``kernelpro optimize`` with the offline proposer on vector_add (``--time 3m``, so the stage fits in 8
+  minutes) writes a verified, sanitizer-checked winner that is not slower than the baseline.
 * ``kernelpro regress`` on that run passes (exit 0); on a copy whose winner was planted slower (a
   20,000-cycle spin per thread, same results) it fails (exit 1); both JUnit files parse.
 """
@@ -43,7 +43,7 @@ def junit_counts(path: Path) -> tuple[int, int]:
 def vector_add_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "vector_add"
     done = kernelpro("optimize", str(TASKS / "vector_add.cu"), "--proposer", "offline", "--budget", "8",
-                     "--time", "5m", "--out", str(out))
+                     "--time", "3m", "--out", str(out))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return out
 

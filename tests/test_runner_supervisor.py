@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import pytest
 
@@ -117,3 +118,36 @@ def test_exit_descriptions() -> None:
     assert describe_exit(3) == "exit status 3"
     assert describe_exit(-9) == "killed by SIGKILL"
     assert describe_exit(-11) == "killed by SIGSEGV"
+
+
+def test_a_worker_that_will_not_die_is_left_behind_not_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After SIGKILL the driver may take long to tear a hung context down: the supervisor waits at most
+    REAP_TIMEOUT_S, then goes on with a new worker (a daemon thread reaps the old one whenever it exits)."""
+    import subprocess
+    import threading
+
+    from kernelpro.runner import supervisor as module
+
+    monkeypatch.setattr(module, "REAP_TIMEOUT_S", 0.5)
+    with Supervisor(timeout=60, idle_timeout=30) as sup:
+        assert sup.run("selftest.echo", {}).ok
+        proc = sup._worker.proc
+        real_wait = proc.wait
+
+        def slow_teardown(timeout=None):  # as if the killed process lingered in the driver
+            if threading.current_thread() is threading.main_thread():
+                assert timeout is not None, "the supervisor waited for a killed worker without a timeout"
+                raise subprocess.TimeoutExpired(proc.args, timeout)
+            return real_wait()  # the background reaper
+
+        proc.wait = slow_teardown
+        started = time.monotonic()
+        hung = sup.run("selftest.sleep", {"seconds": 3600}, idle_timeout=1.0)
+        assert time.monotonic() - started < 15
+        assert hung.failure.kind == "timeout" and "left behind" in hung.failure.message
+        after = sup.run("selftest.echo", {})
+        assert after.ok and after.worker_pid != hung.worker_pid
+    deadline = time.monotonic() + 10
+    while not gone(hung.worker_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert gone(hung.worker_pid), "the background reaper did not reap it"

@@ -196,6 +196,18 @@ def test_rows() -> None:
     assert bench.percent(0.1) == "10%" and bench.percent(0.125) == "12.5%"
 
 
+def test_rows_compare_the_dirty_flush_with_the_clean_one() -> None:
+    ncu_s = (CAPTURED_NS["k_copy_ok"] * 1e-9,) * 3
+    row = bench.Comparison("softmax", 60e-6, 59e-6, 61e-6, ncu_s, dirty_median_s=75e-6)  # SYNTHETIC times
+    text = bench.format_row(row, 0.10)
+    assert text.endswith("75.00 (+15.00 us, +25.0%)") and "PASS" in text  # the verdict is the clean flush's
+    assert bench.header(True).endswith("verdict  dirty-flush median us (vs clean)")
+    assert bench.header(False) == bench.HEADER
+    only_dirty = bench.Comparison("softmax", 75e-6, 74e-6, 76e-6, ncu_s, flush="dirty")
+    assert "[dirty] 75.00 (74.00-76.00)" in bench.format_row(only_dirty, 0.10)
+    assert bench.FLUSHES == {"clean": ("clean",), "dirty": ("dirty",), "both": ("clean", "dirty")}
+
+
 def test_default_tasks_exist() -> None:
     for name in bench.DEFAULT_TASKS:
         path = bench.resolve_task(name)

@@ -67,8 +67,12 @@ class Backend(Protocol):
         """A new device array with the same contents (no guards)."""
 
     def timed_runner(self, kernel: Any, geometry: Geometry, arg_sets: Sequence[Sequence[Any]],
-                     launches_per_sample: int, flush_l2: bool, use_graph: bool) -> TimedRunner:
-        """A timer for ``launches_per_sample`` launches per sample, launch ``i`` using ``arg_sets[i % len]``."""
+                     launches_per_sample: int, flush_l2: bool | str, use_graph: bool) -> TimedRunner:
+        """A timer for ``launches_per_sample`` launches per sample, launch ``i`` using ``arg_sets[i % len]``.
+
+        ``flush_l2``: False (warm), True or ``"clean"`` (flush L2 before each sample and leave it clean),
+        ``"dirty"`` (the flush's write pass only: its dirty lines may be written back during the sample).
+        """
 
     def gpu_state(self) -> GpuState | None:
         """Clocks, temperature and throttling now (None without NVML)."""

@@ -140,6 +140,10 @@ def render_timing(timing: Timing) -> list[str]:
     us = 1e6
     lines = [f"time: median {timing.median_s * us:.3f} us  p20 {timing.p20_s * us:.3f}  p80 {timing.p80_s * us:.3f}  "
              f"std {timing.std_s * us:.3f} ({timing.rel_std:.2%})  n {timing.n}  ({timing.stop_reason})"]
+    if timing.first_sample_s is not None:
+        lines.append(f"first sample: {timing.first_sample_s * us:.3f} us "
+                     f"({timing.first_sample_s / timing.median_s:.2f}x the median)" if timing.median_s > 0 else
+                     f"first sample: {timing.first_sample_s * us:.3f} us")
     method = _METHODS.get(timing.method, timing.method).format(k=timing.launches_per_sample)
     cache = _L2.get(timing.l2, timing.l2).format(copies=timing.buffer_copies)
     lines.append(f"method: {method}; {cache}")

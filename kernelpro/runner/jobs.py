@@ -39,7 +39,7 @@ def wall_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
         result = _run_wall(task, backend, params, config, ctx)
     finally:
         backend.close()
-    if result.context_lost:
+    if result.context_lost or backend.context_lost:  # the latter: an error nobody saw until the final synchronize
         ctx.restart_after()
         memory = {}
     else:
@@ -104,6 +104,8 @@ def device_info_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
         info = backend.device_info()
     finally:
         backend.close()
+    if backend.context_lost:
+        ctx.restart_after()
     return {"device": info.to_dict(), "memory": gpu_memory_stats()}
 
 

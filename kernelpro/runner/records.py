@@ -154,9 +154,12 @@ class Timing:
     elapsed_s: float
     clocks: ClockSummary | None = None
     samples_s: tuple[float, ...] = ()
+    first_sample_s: float | None = None  # the first timed sample (per launch), before any was dropped
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "samples_s", tuple(float(s) for s in self.samples_s))
+        if self.first_sample_s is not None:
+            object.__setattr__(self, "first_sample_s", float(self.first_sample_s))
 
     @property
     def warm(self) -> bool:
@@ -178,6 +181,8 @@ class Timing:
             values[name] = _float(values[name])
         values["clocks"] = ClockSummary.from_dict(data["clocks"]) if data.get("clocks") else None
         values["samples_s"] = tuple(_float(s) for s in data.get("samples_s", ()))
+        if data.get("first_sample_s") is not None:
+            values["first_sample_s"] = _float(data["first_sample_s"])
         return cls(**values)
 
 

@@ -36,6 +36,9 @@ from dataclasses import dataclass
 from typing import Any
 
 STDERR_LINES = 200
+# How long to wait for a worker to be gone after SIGKILL. The driver's teardown of a hung CUDA context can
+# take long; past this the worker is left to a background reaper and the supervisor goes on.
+REAP_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,7 @@ class _Worker:
         self.messages: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
         self.jobs = 0
+        self.abandoned = False  # still not gone REAP_TIMEOUT_S after SIGKILL: left to a background reaper
         self._threads = [threading.Thread(target=self._read_stdout, daemon=True),
                          threading.Thread(target=self._read_stderr, daemon=True)]
         for thread in self._threads:
@@ -140,7 +144,15 @@ class _Worker:
         return self._reap()
 
     def _reap(self) -> int | None:
-        code = self.proc.wait()
+        try:
+            code = self.proc.wait(timeout=REAP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            # Killed but not gone (a hung GPU context being torn down): never block on it. A daemon thread
+            # reaps it whenever it exits, so it does not stay a zombie.
+            # Its pipes stay open (closing one under a blocked reader thread would block too).
+            self.abandoned = True
+            threading.Thread(target=self.proc.wait, name=f"reap-{self.pid}", daemon=True).start()
+            return None
         for thread in self._threads:
             thread.join(timeout=5)
         for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
@@ -282,7 +294,9 @@ class Supervisor:
         self.restarts += 1
         where = f" in stage {stage!r}" if stage else ""
         why = f"did not finish within {timeout:g} s" if total else f"sent nothing for {idle_timeout:g} s"
-        failure = JobFailure("timeout", f"the job {why}{where}; the worker was killed", stage=stage, exit_code=code,
+        killed = "the worker was killed" + (f" (still not gone {REAP_TIMEOUT_S:g} s after SIGKILL: left behind)"
+                                            if worker.abandoned else "")
+        failure = JobFailure("timeout", f"the job {why}{where}; {killed}", stage=stage, exit_code=code,
                              stderr_tail=worker.stderr_tail())
         return JobResult(False, failure=failure, seconds=time.monotonic() - started, worker_pid=worker.pid)
 

@@ -15,10 +15,14 @@
 4. **Sampling**: :func:`measure` until :func:`~kernelpro.runner.stats.should_stop`; after each
    sample NVML is read, and a throttled sample is dropped (``drop_throttled``) unless fewer than
    ``min_samples`` unthrottled ones remain at the end, in which case all are kept and the timing
-   says ``throttled``.
+   says ``throttled``. The first sample is also kept apart (``Timing.first_sample_s``): far above
+   the median it shows a cost the warm-up did not absorb (a graph upload, a host gap).
 5. **Verification around every sample**: ``hooks.before_sample()`` (poison outputs, reload inputs)
    is queued before the sample's L2 flush and start event, ``hooks.after_sample()`` (check every
    set on the device) runs after its end event completed: neither is inside the timed region.
+6. **L2 flush** (cold): ``l2_flush = "clean"`` (the default) leaves L2 holding clean lines only;
+   ``"dirty"`` skips the read-back, so the flush's dirty lines may be written back during the timed
+   kernel (only for ``benchmarks/timing_vs_ncu.py --flush both``, which shows the difference).
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class TimingOptions:
     use_graph: bool = True
     drop_throttled: bool = True
     rotation_budget_bytes: int = 1 << 30
+    l2_flush: str = "clean"  # "clean" | "dirty" (cold timing only)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,6 +78,7 @@ class Measurement:
     elapsed_s: float
     stop_reason: str
     converged: bool
+    first_s: float | None = None  # the very first sample, kept or dropped
 
 
 class SampleHooks(Protocol):
@@ -116,8 +122,10 @@ def measure(sample: Callable[[], float], monitor: Callable[[], GpuState | None] 
     states: list[GpuState] = []
     running = RunningStats()
     start = last_report = clock()
+    first: float | None = None
     while True:
         value = sample()
+        first = value if first is None else first
         state = monitor() if monitor is not None else None
         if state is not None:
             states.append(state)
@@ -143,14 +151,16 @@ def measure(sample: Callable[[], float], monitor: Callable[[], GpuState | None] 
         kept += dropped
         dropped = []
     converged = summarize(kept).rel_std <= rule.target_rel_std
-    return Measurement(tuple(kept), len(dropped), throttled, tuple(states), elapsed, reason, converged)
+    return Measurement(tuple(kept), len(dropped), throttled, tuple(states), elapsed, reason, converged, first)
 
 
 def time_kernel(backend: Backend, kernel: Any, geometry: Geometry, hooks: SampleHooks, working_set_bytes: int,
                 options: TimingOptions, progress: Callable[[str], None] | None = None,
                 clock: Callable[[], float] = time.perf_counter) -> Timing:
     """Time ``kernel`` on the buffer sets of ``hooks``, verifying every sample (warm-up included)."""
-    flush = not options.warm
+    if options.l2_flush not in ("clean", "dirty"):
+        raise ValueError(f"l2_flush must be 'clean' or 'dirty', not {options.l2_flush!r}")
+    flush: bool | str = False if options.warm else (True if options.l2_flush == "clean" else "dirty")
 
     def checked(runner: TimedRunner) -> float:
         hooks.before_sample()
@@ -187,6 +197,7 @@ def time_kernel(backend: Backend, kernel: Any, geometry: Geometry, hooks: Sample
         method=runner.method, launches_per_sample=k, l2=l2, buffer_copies=copies, converged=result.converged,
         stop_reason=result.stop_reason, dropped_throttled=result.dropped, throttled=result.throttled,
         elapsed_s=result.elapsed_s, clocks=summarize_states(result.states), samples_s=result.samples,
+        first_sample_s=result.first_s,
     )
 
 
