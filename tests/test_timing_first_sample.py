@@ -34,12 +34,12 @@ def test_measure_keeps_the_first_sample_even_when_it_is_dropped() -> None:
 
 def test_time_kernel_reports_the_first_sample_per_launch() -> None:
     for seconds in (5e-6, 100e-6):  # graph of k launches, and one launch per sample
-        timing = _time(FakeBackend({}, seconds_per_launch=seconds))
+        timing, _ = _time(FakeBackend({}, seconds_per_launch=seconds))
         assert timing.first_sample_s == pytest.approx(seconds)
 
 
 def test_first_sample_round_trips_and_is_printed() -> None:
-    timing = _time(FakeBackend({}, seconds_per_launch=100e-6))
+    timing, _ = _time(FakeBackend({}, seconds_per_launch=100e-6))
     slow_start = Timing.from_dict({**timing.to_dict(), "first_sample_s": 250e-6})
     assert Timing.from_dict(slow_start.to_dict()) == slow_start
     text = "\n".join(render_timing(slow_start))
