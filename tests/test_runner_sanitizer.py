@@ -121,3 +121,21 @@ print("========= ERROR SUMMARY: 0 errors" if code == 0 else "========= ERROR SUM
     assert ok.ok and ok.exit_code == 0
     failing = run_sanitizer("memcheck", {"kind": "selftest.raise", "params": {}}, timeout_s=60, sanitizer=script)
     assert failing.errors == 1  # the worker's one-shot mode exits 1 when its job raises
+
+
+def test_a_timed_out_sanitizer_whose_output_stays_open_is_not_waited_for(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the timeout's SIGKILL, reading the rest of the output is bounded too: here a process outside the
+    killed group (as a lingering driver teardown would) keeps the pipe open for 30 s."""
+    import time
+
+    from kernelpro.runner import sanitizer as module
+
+    monkeypatch.setattr(module, "REAP_TIMEOUT_S", 0.5)
+    script = tmp_path / "compute-sanitizer"
+    script.write_text("#!/bin/sh\nsetsid sleep 30 &\nsleep 3600\n")
+    script.chmod(0o755)
+    started = time.monotonic()
+    report = run_sanitizer("memcheck", {"kind": "selftest.echo", "params": {}}, timeout_s=1, sanitizer=script)
+    assert time.monotonic() - started < 10
+    assert report.timed_out and not report.conclusive

@@ -27,12 +27,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kernelpro.runner.records import CheckFailure
+from kernelpro.runner.supervisor import REAP_TIMEOUT_S
 from kernelpro.toolchain import find_tool
 
 TOOLS = ("memcheck", "racecheck", "synccheck")
@@ -108,15 +110,20 @@ def run_sanitizer(tool: str, job: Mapping[str, Any], timeout_s: float = 600.0,
         job_file = Path(tmp) / "job.json"
         job_file.write_text(json.dumps(dict(job)))
         command = sanitizer_command(exe, tool, job_file)
-        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              start_new_session=True) as proc:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+        try:
+            output, _ = proc.communicate(timeout=timeout_s)
+            return parse_sanitizer_output(output, tool, proc.returncode)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
             try:
-                output, _ = proc.communicate(timeout=timeout_s)
-                return parse_sanitizer_output(output, tool, proc.returncode)
+                output, _ = proc.communicate(timeout=REAP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                output, _ = proc.communicate()
-                return parse_sanitizer_output(output or "", tool, proc.returncode, timed_out=True)
+                # A hung context's teardown can outlast SIGKILL: never wait on it unbounded (as the supervisor).
+                threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
+                output = ""
+            return parse_sanitizer_output(output or "", tool, proc.returncode, timed_out=True)
 
 
 def report_findings(report: SanitizerReport) -> tuple[CheckFailure | None, CheckFailure | None]:
