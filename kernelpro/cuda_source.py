@@ -41,6 +41,16 @@ C_TYPE_DTYPES: dict[str, str] = {
     "unsigned long long int": "uint64",
     "uint64_t": "uint64",
     "size_t": "uint64",
+    # LP64 (Linux, the only host nvcc targets here): long is 64 bits.
+    "long": "int64",
+    "long int": "int64",
+    "signed long": "int64",
+    "unsigned long": "uint64",
+    "unsigned long int": "uint64",
+    "int64": "int64",
+    "signed": "int32",
+    "signed int": "int32",
+    "ptrdiff_t": "int64",
 }
 
 _QUALIFIERS = {"const", "volatile", "__restrict__", "__restrict", "restrict", "struct"}
@@ -74,6 +84,7 @@ class KernelSignature:
     launch_bounds: str | None  # the text inside __launch_bounds__(...)
     start: int  # offset of the first character of the declaration (incl. template/extern "C")
     end: int  # offset just past the closing brace of the body
+    template_params: tuple[str, ...] = ()  # names of the template parameters, in order (T, BLOCK...)
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -222,9 +233,24 @@ def find_kernels(source: str) -> dict[str, KernelSignature]:
                 launch_bounds=bounds,
                 start=start,
                 end=(body_close + 1) if body_close >= 0 else len(source),
+                template_params=_template_params(code[start : match.start()]),
             ),
         )
     return kernels
+
+
+def _template_params(head: str) -> tuple[str, ...]:
+    """``template <typename T, int BLOCK = 256>`` → ``("T", "BLOCK")``."""
+    match = re.search(r"\btemplate\s*<(.*)>", head, re.DOTALL)
+    if not match:
+        return ()
+    names = []
+    for part in _split_top_level(match.group(1)):
+        declared = re.sub(r"\s*=.*$", "", part, flags=re.DOTALL).strip()
+        ident = _IDENT.findall(declared)
+        if ident:
+            names.append(ident[-1])
+    return tuple(names)
 
 
 def _declaration_start(code: str, global_at: int) -> int:

@@ -136,6 +136,7 @@ def _argument_line(task: Task, arg: Argument) -> str:
         "in": "input, read-only (must stay unchanged)",
         "out": "output (poisoned before each launch: write every element)",
         "inout": "input and output (read, then overwritten)",
+        "scratch": "scratch between launches (poisoned before each launch sequence, never compared)",
     }[arg.intent]
     line = f"- {arg.name}: {arg.dtype} buffer {shape}, {role}"
     if arg.is_input:
