@@ -134,7 +134,7 @@ class LaunchReader:
                 raise self.r.error(f"cannot pass an expression to {param.text}: its type {ctype.describe} is not a "
                                    "plain number", *where, "args", fix="declare a scalar [[args]] of that type")
             out.append(LaunchArg("expr", text, self.r.expr(text, self.names, *where, "args",
-                                                            what=f"launch argument {param.name}")))
+                                                            what=f"launch argument {param.name}"), ctype.dtype))
         return tuple(out)
 
     def check_default_args(self, sig: KernelSignature, bindings: dict[str, str], where: tuple) -> None:

@@ -127,6 +127,7 @@ class LaunchArg:
     kind: str  # "arg" | "expr" | "null"
     text: str
     expr: Expr | None = None
+    dtype: str | None = None  # of an "expr": the parameter's type
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ class Launch:
     shared_mem: Expr = Expr("0")
     kernel: str = ""
     args: tuple[LaunchArg, ...] | None = None
-    line: int | None = None
+    line: int | None = field(default=None, compare=False)
 
     @property
     def kernel_name(self) -> str:
@@ -276,11 +277,13 @@ class Task:
         self,
         sizes: Mapping[str, int] | None = None,
         knobs: Mapping[str, int | float | str] | None = None,
+        device: Mapping[str, int] | None = None,
     ) -> dict[str, int | float | str]:
-        """Variables for expressions: params (overridden by ``sizes``), device values and knobs."""
+        """Variables for expressions: params (overridden by ``sizes``), device values (the visible GPU's when
+        given, else the target's table) and knobs (default + overrides)."""
         env: dict[str, int | float | str] = dict(self.params)
         env.update(sizes or {})
-        env.update(self.device or default_device_values())
+        env.update(device or self.device or default_device_values())
         env.update(self.default_knobs())
         env.update(knobs or {})
         return env
