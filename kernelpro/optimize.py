@@ -306,6 +306,8 @@ def optimize_task(task: Task, settings: RunSettings, run_dir: Path, *, budget: B
 
     Ctrl-C propagates as KeyboardInterrupt after the journal holds every evaluated node.
     """
+    from rich.markup import escape
+
     from kernelpro.live import LiveStatus
     from kernelpro.runner.device import require_gpu
     from kernelpro.runner.evaluate import Evaluator, WallOptions
@@ -323,7 +325,7 @@ def optimize_task(task: Task, settings: RunSettings, run_dir: Path, *, budget: B
         with LiveStatus(console, task.name) as status:
             evaluator = WallEvaluator(task, runner, warm=settings.warm, observer=status.evaluated)
             diagnoser = ProfilingDiagnoser(task, compiler, settings.arch, use_ncu=use_ncu,
-                                           warn=lambda m: console.print(f"[yellow]{m}[/yellow]"))
+                                           warn=lambda m: console.print(f"[yellow]{escape(m)}[/yellow]"))
             observed = ObservedProposer(proposer, status.proposed)
             result = run_search(run_dir, task, evaluator=evaluator, proposer=observed, diagnoser=diagnoser,
                                 budget=budget, seed=settings.seed, resume=resume)

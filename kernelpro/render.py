@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from kernelpro.static_analysis import StaticReport
@@ -80,12 +81,12 @@ def render_static_report(console: Console, report: StaticReport) -> None:
     if not report.compiled:
         console.print("[red bold]compile failed[/red bold]")
         for diag in report.diagnostics:
-            console.print(f"  {diag}", highlight=False)
+            console.print(f"  {escape(str(diag))}", highlight=False)
             if diag.source_line:
-                console.print(f"    {diag.source_line.strip()}", highlight=False)
+                console.print(f"    {escape(diag.source_line.strip())}", highlight=False)
         return
     for diag in report.diagnostics:
-        console.print(f"[yellow]{diag}[/yellow]", highlight=False)
+        console.print(f"[yellow]{escape(str(diag))}[/yellow]", highlight=False)
     _render_resources(console, report)
     _render_occupancy(console, report)
     _render_sass(console, report)
@@ -115,7 +116,7 @@ def _render_occupancy(console: Console, report: StaticReport) -> None:
     console.print(f"launch: grid {dims}, block {block}, dynamic smem {_kib(report.dynamic_shared_bytes)}",
                   highlight=False)
     if report.occupancy_error:
-        console.print(f"[red]cannot launch:[/red] {report.occupancy_error}", highlight=False)
+        console.print(f"[red]cannot launch:[/red] {escape(str(report.occupancy_error))}", highlight=False)
         return
     occ = report.occupancy
     if occ is None:
@@ -169,6 +170,7 @@ def _render_findings(console: Console, report: StaticReport) -> None:
     console.print("[bold]static findings[/bold]")
     for finding in report.findings:
         color = "yellow" if finding.severity == "warning" else "cyan"
-        console.print(f"[{color}]{finding.severity}[/{color}] {finding.code}: {finding.message}", highlight=False)
+        console.print(f"[{color}]{finding.severity}[/{color}] {finding.code}: {escape(finding.message)}",
+                      highlight=False)
         for line in finding.evidence:
             console.print(f"    {line}", highlight=False, markup=False)

@@ -50,7 +50,13 @@ def check_no_todos(r: TomlReader, meta: dict) -> None:
         return
     where = []
     for path, value in hits:
-        keys = [p for p in path if isinstance(p, str)]
+        keys, node = [], meta
+        for p in path:
+            if isinstance(p, int) and isinstance(node, list) and isinstance(node[p], dict) and "name" in node[p]:
+                keys[-1] += f"[{node[p]['name']}]"
+            elif isinstance(p, str):
+                keys.append(p)
+            node = node[p]
         line = r.lines.line(*path) if r.lines else None
         if line is None and r.lines is not None:
             line = r.lines.line(*path[:-1])
