@@ -5,15 +5,18 @@ the same arguments, sizes and launch as the task it came from."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from kernelpro.c_types import resolve
 from kernelpro.cli import cli
+from kernelpro.cuda_source import find_kernels
 from kernelpro.errors import KernelproError, TaskError
 from kernelpro.init_task import draft_task
-from kernelpro.task import Task
+from kernelpro.task import Launch, Task
 from kernelpro.task_loader import load_task, parse_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,9 +33,36 @@ def _q(text: str) -> str:
     return f'"{text}"'
 
 
-def fill(draft: str, task: Task) -> str:
-    """Replace every TODO the way the task's author would (values taken from ``task``)."""
-    out, table, arg = [], "", None
+@dataclass(frozen=True)
+class ParamSpec:
+    """What the task's author knows about one kernel parameter, from the task it came from."""
+
+    dtype: str
+    shape: tuple[str, ...] | None
+    intent: str | None
+    value: str | None
+
+
+def param_specs(task: Task, launch: Launch) -> dict[str, ParamSpec]:
+    """Each parameter of the launch's kernel as the task passes it (alone, a kernel writing scratch writes out)."""
+    sig = find_kernels(task.source)[launch.kernel_name]
+    sources = [("arg", a.name) for a in task.args] if launch.args is None else [(a.kind, a.text) for a in launch.args]
+    specs = {}
+    for param, (kind, text) in zip(sig.params, sources, strict=True):
+        if kind == "arg":
+            arg = task.arg(text)
+            intent = "in" if param.is_const else {"scratch": "out"}.get(arg.intent, arg.intent)
+            specs[param.name] = ParamSpec(arg.dtype, tuple(d.text for d in arg.shape) if arg.is_buffer else None,
+                                          intent if arg.is_buffer else None, arg.value.text if arg.value else None)
+        else:
+            specs[param.name] = ParamSpec(resolve(param.base_type, {}).dtype, None, None, text)
+    return specs
+
+
+def fill(draft: str, task: Task, launch: Launch) -> str:
+    """Replace every TODO the way the task's author would (values taken from ``task`` and ``launch``)."""
+    specs = param_specs(task, launch)
+    out, table, spec = [], "", None
     skipping = False
     for line in draft.splitlines():
         header = re.match(r"^\[\[?([a-z]+)\]\]?", line)
@@ -47,21 +77,19 @@ def fill(draft: str, task: Task) -> str:
             continue
         name = re.match(r'^name = "(\w+)"', line)
         if name and table == "args":
-            arg = task.arg(name.group(1))
-        if table == "args" and arg is not None and arg.value is not None and line.startswith("value = "):
-            out.append(f"value = {_q(arg.value.text)}")  # the author's param names may differ from the guess
+            spec = specs[name.group(1)]
+        if table == "args" and spec is not None and spec.value is not None and line.startswith("value = "):
+            out.append(f"value = {_q(spec.value)}")  # the author's param names may differ from the guess
             continue
         if "TODO" not in line or line.lstrip().startswith("#"):
             out.append(line)
             continue
         key = line.split("=", 1)[0].strip()
-        launch = task.plan[0]
         values = {
             ("task", "kernel"): _q(launch.kernel),
-            ("args", "dtype"): _q(arg.dtype) if arg else None,
-            ("args", "shape"): "[" + ", ".join(_q(d.text) for d in arg.shape) + "]" if arg and arg.shape else None,
-            ("args", "intent"): _q(arg.intent) if arg else None,
-            ("args", "value"): _q(arg.value.text) if arg and arg.value else None,
+            ("args", "dtype"): _q(spec.dtype) if spec else None,
+            ("args", "shape"): "[" + ", ".join(map(_q, spec.shape)) + "]" if spec and spec.shape else None,
+            ("args", "intent"): _q(spec.intent) if spec else None,
             ("launch", "grid"): "[" + ", ".join(_q(e.text) for e in launch.grid) + "]",
             ("launch", "block"): "[" + ", ".join(_q(e.text) for e in launch.block) + "]",
             ("launch", "shared_mem"): _q(launch.shared_mem.text),
@@ -70,25 +98,24 @@ def fill(draft: str, task: Task) -> str:
         }
         out.append(f"{key} = {values[(table, key)]}")
     text = "\n".join(out) + "\n"
-    # the block knob and the shared memory come from the task when the draft could not know them
-    launch = task.plan[0]
+    # the block and the shared memory come from the task when the draft could not know them
     text = re.sub(r'^block = \[.*\]$', "block = [" + ", ".join(_q(e.text) for e in launch.block) + "]", text,
                   count=1, flags=re.MULTILINE)
     if "shared_mem" not in text and launch.shared_mem.text.strip() != "0":
-        text = text.replace("\n[knobs]", f'\nshared_mem = "{launch.shared_mem.text}"\n\n[knobs]', 1) \
-            if "\n[knobs]" in text else text.replace("\n[correctness]", f'\nshared_mem = "{launch.shared_mem.text}"'
-                                                     "\n\n[correctness]", 1)
+        text = text.replace("\n[knobs]", f'\nshared_mem = "{launch.shared_mem.text}"\n\n[knobs]', 1)
     return text
 
 
-@pytest.mark.parametrize("path", SUITE, ids=[p.stem for p in SUITE])
-def test_init_round_trips_on_every_suite_kernel(path: Path, tmp_path: Path) -> None:
+CASES = [(path, launch.kernel_name) for path in SUITE for launch in load_task(path).plan]
+
+
+@pytest.mark.parametrize(("path", "kernel"), CASES, ids=[f"{p.stem}:{k}" for p, k in CASES])
+def test_init_round_trips_on_every_suite_kernel(path: Path, kernel: str, tmp_path: Path) -> None:
     task = load_task(path)
-    if task.is_sequence:
-        pytest.skip("init drafts single-kernel tasks; sequences are written by hand")
+    launch = next(launch for launch in task.plan if launch.kernel_name == kernel)
     kernel_file = tmp_path / f"{path.stem}.cu"
     kernel_file.write_text(kernel_only(task))
-    draft = draft_task(kernel_file.read_text(), kernel_file, task.kernel)
+    draft = draft_task(kernel_file.read_text(), kernel_file, kernel)
     todos = draft.count('"TODO"')
     with pytest.raises(TaskError) as info:
         parse_task(draft, tmp_path / "draft.cu")
@@ -96,16 +123,19 @@ def test_init_round_trips_on_every_suite_kernel(path: Path, tmp_path: Path) -> N
     for line_number, line in enumerate(draft.splitlines(), 1):
         if '"TODO"' in line:
             assert f"line {line_number}:" in info.value.message
-    filled = parse_task(fill(draft, task), tmp_path / "filled.cu")
-    assert [(a.name, a.dtype, a.intent) for a in filled.args] == [(a.name, a.dtype, a.intent) for a in task.args]
-    # const buffers were inferred as inputs without help
-    for arg, param in zip(task.args, task.signature.params, strict=True):
+    filled = parse_task(fill(draft, task, launch), tmp_path / "filled.cu")
+    specs = param_specs(task, launch)
+    assert [(a.name, a.dtype, a.intent if a.is_buffer else None) for a in filled.args] == [
+        (name, spec.dtype, spec.intent) for name, spec in specs.items()]
+    sig = find_kernels(task.source)[kernel]
+    for param in sig.params:  # const buffers were inferred as inputs without help
         if param.is_const and param.is_pointer:
-            assert re.search(rf'name = "{arg.name}"\ndtype = "\w+"\nshape = \["TODO"\][^\n]*\nintent = "in"', draft)
+            assert re.search(rf'name = "{param.name}"\ndtype = "\w+"\nshape = \["TODO"\][^\n]*\nintent = "in"', draft)
     env, env2 = task.env(), filled.env(knobs=task.default_knobs())
-    assert filled.plan[0].grid_dims(env2) == task.plan[0].grid_dims(env)
-    assert filled.plan[0].block_dims(env2) == task.plan[0].block_dims(env)
-    assert filled.buffer_bytes(env2) == task.buffer_bytes(env)
+    assert filled.plan[0].grid_dims(env2) == launch.grid_dims(env)
+    assert filled.plan[0].block_dims(env2) == launch.block_dims(env)
+    assert filled.buffer_bytes(env2) == sum(task.nbytes(task.arg(n), env) for n in launch.arg_names(task.args)
+                                            if task.arg(n).is_buffer)
 
 
 def test_cli_init_writes_the_draft_and_reports_the_todos(tmp_path: Path) -> None:
