@@ -91,6 +91,7 @@ def render_static_report(console: Console, report: StaticReport) -> None:
     _render_occupancy(console, report)
     _render_sass(console, report)
     _render_findings(console, report)
+    _render_other_launches(console, report)
 
 
 def _render_resources(console: Console, report: StaticReport) -> None:
@@ -174,3 +175,19 @@ def _render_findings(console: Console, report: StaticReport) -> None:
                       highlight=False)
         for line in finding.evidence:
             console.print(f"    {line}", highlight=False, markup=False)
+
+
+def _render_other_launches(console: Console, report: StaticReport) -> None:
+    """The launches after the first of a sequence: geometry, occupancy and findings of each."""
+    if len(report.launches) < 2:
+        return
+    console.rule(f"launch sequence: {len(report.launches)} launches (above: launch 1, {report.launches[0].kernel})")
+    for index, launch in enumerate(report.launches[1:], 2):
+        occ = launch.occupancy
+        where = (f"occupancy {occ.occupancy:.1%} ({occ.blocks_per_sm} blocks/SM, limited by {occ.limiter})" if occ
+                 else f"cannot launch: {launch.occupancy_error}")
+        console.print(f"[bold]launch {index}: {escape(launch.kernel)}[/bold] grid {'x'.join(map(str, launch.grid))}, "
+                      f"block {'x'.join(map(str, launch.block))}, dynamic smem {_kib(launch.dynamic_shared_bytes)}; "
+                      f"{escape(where)}", highlight=False)
+        for finding in launch.findings:
+            console.print(f"  {finding.severity} {finding.code}: {finding.message}", highlight=False, markup=False)
