@@ -107,6 +107,9 @@ def test_other_kernel_and_grid_say_host_code_must_change(tmp_path: Path) -> None
     assert "scale_wide<<<4 * SM_COUNT, 256, 0>>>(x, y, n);" in pr and "grid [528]" in pr
     assert "SM_COUNT: the GPU's values" in pr
     assert 'kernel = "scale_wide"' in pr  # the launch block as kernelpro ran it
+    report = (run_dir / "report.md").read_text()
+    assert "## Launches" in report and "scale_wide<<<(4 * SM_COUNT), (256), 0>>>(x, y, n)" in report
+    assert "host code that launches the kernel must change" in report
     message = git(repo, "log", "-1", "--format=%B")
     assert "Host code must change" in message
     assert subprocess.run(["git", "-C", str(repo), "status", "--porcelain"], capture_output=True,

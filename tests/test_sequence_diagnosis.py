@@ -70,3 +70,20 @@ def test_without_counters_the_kernels_keep_launch_order(tmp_path: Path) -> None:
     assert "block_size_multiple" in result.kernels[1].diagnosis.fired
     assert "block_size_multiple" not in result.kernels[0].diagnosis.fired
     assert "Launch 32-thread blocks instead of 1" in result.render()
+
+
+def test_report_lists_the_launches_and_the_per_kernel_diagnosis(tmp_path: Path) -> None:
+    from kernelpro.report import _launch_section
+    from kernelpro.search import Diagnosis, Evaluation, Node
+
+    task = load_task(ROOT / "tasks" / "sumsq_partials.cu")
+    diagnoser = ProfilingDiagnoser(task, Compiler(cache_dir=tmp_path), "sm_90", use_ncu=False)
+    variant = Variant(task.source, tuple((k, str(v)) for k, v in task.default_knobs().items()))
+    result, _, _ = diagnoser.analyze(variant)
+    node = Node(0, None, 0, 0, variant, Evaluation.passed(100.0),
+                Diagnosis(result.render(), result.actions, result.to_dict()))
+    lines = "\n".join(_launch_section(task, node, node))
+    assert "sumsq_partial<<<(2 * SM_COUNT), (BLOCK), 0>>>(x, partials, n)" in lines
+    assert "sum_partials<<<(1), (1), 0>>>(partials, out, 2 * SM_COUNT)" in lines
+    assert "| 2 | sum_partials | - | - | launch 32-thread blocks instead of 1" in lines
+    assert "has its own launch" not in lines  # the baseline runs the task's own sequence
