@@ -205,4 +205,18 @@ def test_todo_error_names_every_todo_with_its_line() -> None:
     message = info.value.message
     assert "2 TODO(s)" in message
     assert f"line {line_with(text, 'ROWS = ' + chr(34))}: params.ROWS" in message
-    assert f"line {line_with(text, 'shape = [' + chr(34) + 'TODO')}: args.shape" in message
+    assert f"line {line_with(text, 'shape = [' + chr(34) + 'TODO')}: args[mean].shape" in message
+
+
+def test_documented_candidate_launch_block_parses_for_the_softmax_task() -> None:
+    from kernelpro.candidate_launch import candidate_plan
+
+    root = Path(__file__).resolve().parents[1]
+    doc = (root / "docs" / "task-format.md").read_text()
+    blocks = [part.split("```", 1)[0] for part in doc.split("```cuda\n")[1:]]
+    block = next(b for b in blocks if b.startswith("/* kernelpro launch"))
+    task = load_task(root / "tasks" / "softmax.cu")
+    warp = (root / "tests" / "kernels" / "v2" / "softmax_rows_warp.cuh").read_text().split("/* kernelpro launch")[0]
+    plan = candidate_plan(task, task.source + warp + block)
+    assert plan[0].kernel == "softmax_rows_warp" and plan[0].grid_dims(task.env()) == (-(-task.params["ROWS"] // 8),
+                                                                                      1, 1)
