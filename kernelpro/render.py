@@ -11,6 +11,7 @@ from rich.table import Table
 
 from kernelpro.static_analysis import StaticReport
 from kernelpro.task import Task
+from kernelpro.task_checks import format_bytes
 
 # SASS classes shown in the summary table, in order, with their labels.
 SASS_ROWS: tuple[tuple[str, str], ...] = (
@@ -56,7 +57,10 @@ def render_task_table(console: Console, tasks: Sequence[Task]) -> None:
         cost = "-"
         if task.cost is not None:
             cost = f"{task.flops() / 1e9:.3g} GFLOP, {task.bytes_moved() / 1e6:.4g} MB"
-        table.add_row(task.name, task.kernel, ", ".join(f"{k}={v}" for k, v in task.params.items()), args, knobs,
+        sizes = ", ".join(f"{k}={v}" for k, v in task.params.items())
+        sizes += f" ({format_bytes(task.buffer_bytes(task.env()))} of buffers)"
+        kernels = " -> ".join(launch.kernel for launch in task.plan)
+        table.add_row(task.name, kernels, sizes, args, knobs,
                       task.correctness.reference or "original kernel", cost)
     console.print(table)
 

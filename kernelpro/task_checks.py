@@ -120,15 +120,22 @@ def check_scalars(r: TomlReader, task: Task, env: Mapping, label: str) -> None:
                           fix=f"use a wider dtype (and C type) for {arg.name}, or a smaller problem size")
 
 
+def memory_problem(task: Task, env: Mapping, label: str, memory_bytes: int = DEFAULT_MEMORY_BYTES) -> str | None:
+    """Why the buffers of one problem size cannot fit in ``memory_bytes``, or None when they fit."""
+    total = task.buffer_bytes(env)
+    if total <= memory_bytes:
+        return None
+    biggest = max(task.buffers, key=lambda a: task.nbytes(a, env))
+    return (f"the buffers need {format_bytes(total)} at {label} (largest: {biggest.name}, "
+            f"{format_bytes(task.nbytes(biggest, env))}), more than the GPU's {format_bytes(memory_bytes)}")
+
+
 def check_memory(r: TomlReader, task: Task, env: Mapping, label: str,
                  memory_bytes: int = DEFAULT_MEMORY_BYTES) -> None:
     """The buffers of one problem size must fit on the GPU (checked before any allocation)."""
-    total = task.buffer_bytes(env)
-    if total > memory_bytes:
-        biggest = max(task.buffers, key=lambda a: task.nbytes(a, env))
-        raise r.error(f"the buffers need {format_bytes(total)} at {label} (largest: {biggest.name}, "
-                      f"{format_bytes(task.nbytes(biggest, env))}), more than the GPU's {format_bytes(memory_bytes)}",
-                      "params", fix="use a smaller problem size (or check a shape expression)")
+    problem = memory_problem(task, env, label, memory_bytes)
+    if problem is not None:
+        raise r.error(problem, "params", fix="use a smaller problem size (or check a shape expression)")
 
 
 def check_geometry(r: TomlReader, launch: Launch, env: Mapping, label: str, where: tuple) -> None:

@@ -495,6 +495,11 @@ def task_summary(task: Task) -> Mapping[str, Any]:
         ],
         "knobs": {k.name: {"values": list(k.values), "default": k.default} for k in task.knobs.values()},
         "knob_configs": sum(1 for _ in task.knob_space()),
+        "launches": [{"kernel": launch.kernel, "grid": [e.text for e in launch.grid],
+                      "block": [e.text for e in launch.block], "shared_mem": launch.shared_mem.text,
+                      "args": None if launch.args is None else [a.text for a in launch.args]}
+                     for launch in task.plan],
+        "buffer_bytes": task.buffer_bytes(task.env()),
         "reference": task.correctness.reference or "original kernel",
         "extra_sizes": [dict(s) for s in task.correctness.sizes],
         "cost": {"flops": task.cost.flops.text, "bytes": task.cost.bytes.text} if task.cost else None,

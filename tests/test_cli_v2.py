@@ -62,6 +62,10 @@ def test_tasks_listing_marks_a_bad_file_invalid_and_lists_the_rest(tmp_path: Pat
     listing = json.loads(as_json.output)
     assert [t["name"] for t in listing["tasks"]] == ["vector_add"] and len(listing["errors"]) == 2
     assert "internal error" not in as_json.output
+    (summary,) = listing["tasks"]
+    assert summary["buffer_bytes"] == 3 * 4 * 67108864
+    assert summary["launches"] == [{"kernel": "vector_add", "grid": ["ceil_div(N, BLOCK)"], "block": ["BLOCK"],
+                                    "shared_mem": "0", "args": None}]
 
 
 @needs_nvcc

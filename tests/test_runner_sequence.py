@@ -221,3 +221,14 @@ def test_rendered_block_round_trips() -> None:
     again = candidate_plan(task, TASK + "\n" + render_launch_block(plan) + "\n")
     assert again == plan
     assert candidate_plan(task, TASK + "\n" + render_launch_block(task.plan) + "\n") == task.plan
+
+
+def test_buffers_larger_than_the_visible_gpu_are_a_task_problem_before_any_allocation() -> None:
+    from kernelpro.runner.jobs import too_big_for
+
+    task = parse_task(TASK, "center_rows.cu")
+    small = DeviceInfo(name="tiny", compute_capability="9.0", sm_count=4, sm_clock_khz=None, memory_clock_khz=None,
+                       memory_bus_bits=None, l2_bytes=1 << 20, total_memory_bytes=10_000)
+    problem = too_big_for(task, small)
+    assert problem is not None and "the buffers need 14.9 KB at ROWS=37, COLS=50" in problem and "10.0 KB" in problem
+    assert too_big_for(task, H100) is None

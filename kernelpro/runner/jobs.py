@@ -24,6 +24,7 @@ from kernelpro.runner.sequence import ComparatorReference, LaunchSequence, refer
 from kernelpro.runner.wall import Wall, WallConfig, WallResult
 from kernelpro.runner.worker import JobContext
 from kernelpro.task import Task
+from kernelpro.task_checks import memory_problem
 from kernelpro.task_loader import parse_task
 
 
@@ -57,6 +58,10 @@ def wall_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
 
 def _run_wall(task: Task, backend: CupyBackend, params: dict[str, Any], config: WallConfig,
               ctx: JobContext) -> WallResult:
+    problem = too_big_for(task, backend.device_info())
+    if problem is not None:  # the loader checked an H100's 80 GB; this GPU may have less
+        return WallResult((CheckFailure("reference", problem + ": a task problem, not the candidate's"),), (), {},
+                          None, False)
     sequences = {}
     for role, check in (("reference", "reference"), ("candidate", "launch")):
         try:
@@ -66,6 +71,17 @@ def _run_wall(task: Task, backend: CupyBackend, params: dict[str, Any], config: 
     wall = Wall(task, backend, sequences["reference"], sequences["candidate"], params.get("knobs", {}), config,
                 ctx.progress)
     return wall.run()
+
+
+def too_big_for(task: Task, info: Any) -> str | None:
+    """Why the task's buffers do not fit in the visible GPU's memory at some problem size (None when they do)."""
+    device = values_for_device(info.compute_capability, info.sm_count, info.l2_bytes)
+    for sizes in task.problem_sizes():
+        label = ", ".join(f"{k}={v}" for k, v in sizes.items()) or "the default size"
+        problem = memory_problem(task, task.env(sizes=sizes, device=device), label, info.total_memory_bytes)
+        if problem is not None:
+            return problem
+    return None
 
 
 def load_sequence(task: Task, backend: Any, params: dict[str, Any], role: str) -> LaunchSequence | ComparatorReference:
