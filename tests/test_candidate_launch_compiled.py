@@ -103,3 +103,18 @@ def test_candidate_with_own_launch_passes_the_wall_and_is_timed(task_name: str) 
     assert baseline.ok and baseline.timing is not None
     print(f"{task_name}: candidate {verdict.timing.median_s * 1e6:.1f} us, baseline "
           f"{baseline.timing.median_s * 1e6:.1f} us on {verdict.device.name if verdict.device else '?'}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("task_name", ["layernorm_two_pass", "sumsq_partials", "silu_mul"])
+def test_v2_suite_baselines_pass_their_wall(task_name: str) -> None:
+    """The two-kernel task, the scratch task and the comparator-referenced task, each against its reference."""
+    from kernelpro.runner.evaluate import Evaluator, WallOptions
+
+    task = load_task(ROOT / "tasks" / f"{task_name}.cu")
+    with Evaluator() as evaluator:
+        verdict = evaluator.bench(task, options=WallOptions(seed=5))
+    assert verdict.ok, [f.message for f in verdict.failures]
+    assert verdict.timing is not None and verdict.timing.median_s > 0
+    if task.reference_is_comparator:
+        assert verdict.checked["reference"] == "comparator"

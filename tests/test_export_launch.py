@@ -7,6 +7,7 @@ plainly that the host code must change, with the new launch and the line of the 
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -86,6 +87,8 @@ def make_run(root: Path, block: str) -> Path:
 def test_block_only_launch_is_set_through_the_hosts_define(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path / "run", BLOCK_ONLY)
     assert BLOCK_ONLY.strip() in (run_dir / "best.cu").read_text()  # best.cu carries the launch
+    for name in ("journal.jsonl", "tree.json"):  # so do the journal and the tree, as source text
+        assert json.dumps(BLOCK_ONLY.strip())[1:-1] in (run_dir / name).read_text(), name
     repo = make_repo(tmp_path, TARGET)
     result = export(run_dir, repo)
     text = result.file.read_text()
