@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from kernelpro.cuda_source import C_TYPE_DTYPES, _split_top_level, blank_comments_and_strings
+from kernelpro.cuda_source import C_TYPE_DTYPES, blank_comments_and_strings, split_top_level
 
 _TYPEDEF = re.compile(r"\btypedef\s+([A-Za-z_][\w\s:]*?)\s+([A-Za-z_]\w*)\s*;")
 _USING = re.compile(r"\busing\s+([A-Za-z_]\w*)\s*=\s*([A-Za-z_][\w\s:]*?)\s*;")
@@ -61,7 +61,7 @@ def template_bindings(params: tuple[str, ...], args_text: str | None) -> dict[st
     """Template parameter name → argument text, for ``kernel = "k<float, 256>"``."""
     if not args_text:
         return {}
-    return dict(zip(params, _split_top_level(args_text), strict=False))
+    return dict(zip(params, split_top_level(args_text), strict=False))
 
 
 def resolve(base_type: str, aliases: dict[str, str], bindings: dict[str, str] | None = None) -> CType:

@@ -155,7 +155,8 @@ def matching_bracket(text: str, open_at: int) -> int:
     return -1
 
 
-def _split_top_level(text: str) -> list[str]:
+def split_top_level(text: str) -> list[str]:
+    """``text`` split at commas outside (), <> and []: parameter and template-argument lists."""
     parts, depth, start = [], 0, 0
     for k, ch in enumerate(text):
         if ch in "(<[":
@@ -219,7 +220,7 @@ def find_kernels(source: str) -> dict[str, KernelSignature]:
         body_close = matching_bracket(code, body_open)
         start = _declaration_start(code, match.start())
         raw_params = source[paren + 1 : close]
-        params = tuple(parse_param(p) for p in _split_top_level(blank_comments_and_strings(raw_params)))
+        params = tuple(parse_param(p) for p in split_top_level(blank_comments_and_strings(raw_params)))
         if len(params) == 1 and params[0].base_type == "void" and not params[0].name:
             params = ()
         name_offset = match.end() + head.rfind(name) if not lb else code.rfind(name, 0, paren)
@@ -245,7 +246,7 @@ def _template_params(head: str) -> tuple[str, ...]:
     if not match:
         return ()
     names = []
-    for part in _split_top_level(match.group(1)):
+    for part in split_top_level(match.group(1)):
         declared = re.sub(r"\s*=.*$", "", part, flags=re.DOTALL).strip()
         ident = _IDENT.findall(declared)
         if ident:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kernelpro.c_types import resolve, type_aliases
-from kernelpro.cuda_source import KernelSignature, _split_top_level, blank_comments_and_strings, find_kernels
+from kernelpro.cuda_source import KernelSignature, blank_comments_and_strings, find_kernels, split_top_level
 from kernelpro.errors import KernelproError
 
 _DEFINE = re.compile(r"^[ \t]*#[ \t]*define[ \t]+([A-Za-z_]\w*)[ \t]+([^\n]+?)[ \t]*$", re.MULTILINE)
@@ -48,7 +48,7 @@ def host_launch(source: str, kernel: str) -> list[str] | None:
     """The ``<<<...>>>`` configuration of the first host launch of ``kernel`` in ``source``, split."""
     code = blank_comments_and_strings(source)
     match = re.search(rf"\b{re.escape(kernel)}\s*(?:<[^<>;]*>)?\s*<<<(.*?)>>>", code, re.DOTALL)
-    return _split_top_level(match.group(1)) if match else None
+    return split_top_level(match.group(1)) if match else None
 
 
 def draft_knobs(source: str, launch: list[str] | None) -> list[KnobDraft]:

@@ -224,7 +224,6 @@ class Task:
     origin: Origin | None = None
     metadata_lines: tuple[int, int] = (0, 0)  # first and last line of the metadata comment
     launches: tuple[Launch, ...] = ()  # the launch sequence; empty = one launch of `launch` (v1)
-    device: Mapping[str, int] = field(default_factory=dict)  # device values for expressions (SM_COUNT...)
 
     @property
     def plan(self) -> tuple[Launch, ...]:
@@ -283,7 +282,7 @@ class Task:
         given, else the target's table) and knobs (default + overrides)."""
         env: dict[str, int | float | str] = dict(self.params)
         env.update(sizes or {})
-        env.update(device or self.device or default_device_values())
+        env.update(device or default_device_values())
         env.update(self.default_knobs())
         env.update(knobs or {})
         return env
