@@ -31,7 +31,7 @@ from kernelpro.cuda_source import find_kernels, line_of
 from kernelpro.errors import TaskError
 from kernelpro.launch_spec import LaunchReader
 from kernelpro.task import Launch, Task
-from kernelpro.task_checks import check_geometry
+from kernelpro.task_checks import check_geometry, check_launch_scalars
 from kernelpro.toml_lines import TomlLines
 from kernelpro.toml_reader import TomlReader
 
@@ -90,6 +90,7 @@ def candidate_plan(task: Task, source: str, path: str | Path = "candidate.cu",
         for index, launch in enumerate(plan):
             where = ("launch", index) if isinstance(meta.get("launch"), list) else ("launch",)
             check_geometry(reader, launch, env, label, where)
+            check_launch_scalars(reader, launch, env, label, where)
     return plan
 
 

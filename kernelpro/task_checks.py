@@ -130,6 +130,21 @@ def memory_problem(task: Task, env: Mapping, label: str, memory_bytes: int = DEF
             f"{format_bytes(task.nbytes(biggest, env))}), more than the GPU's {format_bytes(memory_bytes)}")
 
 
+def check_launch_scalars(r: TomlReader, launch: Launch, env: Mapping, label: str, where: tuple) -> None:
+    """Each expression a launch passes to a by-value parameter fits that parameter's type at this size."""
+    for arg in launch.args or ():
+        if arg.kind != "expr" or arg.dtype is None:
+            continue
+        try:
+            value = arg.expr.eval(env)
+        except ExprError as exc:
+            raise r.error(f"launch of {launch.kernel}: argument {arg.text!r}: {exc} at {label}", *where, "args",
+                          fix="fix the expression") from None
+        if not fits(arg.dtype, value):
+            raise r.error(f"launch of {launch.kernel}: argument {arg.text} = {value} does not fit {arg.dtype} at "
+                          f"{label}", *where, "args", fix="use a wider parameter type, or a smaller problem size")
+
+
 def check_memory(r: TomlReader, task: Task, env: Mapping, label: str,
                  memory_bytes: int = DEFAULT_MEMORY_BYTES) -> None:
     """The buffers of one problem size must fit on the GPU (checked before any allocation)."""
@@ -158,8 +173,9 @@ def check_geometry(r: TomlReader, launch: Launch, env: Mapping, label: str, wher
 
 
 def format_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
-        if n < 1000 or unit == "PB":
+    """``n`` bytes in binary units: ``768.0 MiB``, ``80.0 GiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
+        n /= 1024
     return f"{n} B"

@@ -467,6 +467,7 @@ class _Loader(TomlReader):
             task_checks.check_memory(self, task, env, label)
             for launch, where in zip(task.plan, self.launch_where, strict=True):
                 task_checks.check_geometry(self, launch, env, label, where)
+                task_checks.check_launch_scalars(self, launch, env, label, where)
 
 
 def _split_args(text: str) -> list[str]:

@@ -133,6 +133,16 @@ def test_two_kernel_task_against_itself_passes_with_scratch_poisoned_before_each
     assert candidate.kernels["center"].state["bias"] is NULL_POINTER
 
 
+def test_timing_covers_the_whole_sequence() -> None:
+    task, backend = task_and_backend()
+    result, candidate = run(task, backend, TASK, {"row_mean": row_mean, "center": center}, time=True)
+    assert result.failures == () and result.timing is not None
+    first, second = candidate.kernels["row_mean"], candidate.kernels["center"]
+    assert first.launches == second.launches  # every timed launch ran both kernels, in order
+    timed = result.timing.n * result.timing.launches_per_sample
+    assert first.launches >= timed > 0
+
+
 def test_fused_candidate_with_its_own_launch_passes_and_is_timed() -> None:
     task, backend = task_and_backend()
     result, candidate = run(task, backend, TASK + FUSED, {"center_fused": center_fused}, time=True)
@@ -230,5 +240,5 @@ def test_buffers_larger_than_the_visible_gpu_are_a_task_problem_before_any_alloc
     small = DeviceInfo(name="tiny", compute_capability="9.0", sm_count=4, sm_clock_khz=None, memory_clock_khz=None,
                        memory_bus_bits=None, l2_bytes=1 << 20, total_memory_bytes=10_000)
     problem = too_big_for(task, small)
-    assert problem is not None and "the buffers need 14.9 KB at ROWS=37, COLS=50" in problem and "10.0 KB" in problem
+    assert problem is not None and "the buffers need 14.6 KiB at ROWS=37, COLS=50" in problem and "9.8 KiB" in problem
     assert too_big_for(task, H100) is None
