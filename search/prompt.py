@@ -94,7 +94,8 @@ def launch_block_rule(task: Task) -> str:
         "Expressions use the problem sizes, the knobs and SM_COUNT, MAX_THREADS_PER_SM, MAX_SMEM_PER_BLOCK, "
         "MAX_SMEM_PER_SM, WARP_SIZE, L2_BYTES. The buffers stay the task's (no new ones, none passed twice to "
         "one launch), every output must be written, and the wall checks the variant with its own launch at "
-        "every size. Without a block, the current launch is kept.")
+        "every size. Without a block the task's launch above is used, so keep the current kernel's block when "
+        "you keep its launch.")
 
 
 def rules_card(task: Task) -> str:

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from kernelpro.device_values import values_for_device
+from kernelpro.expr import ExprError
 from kernelpro.runner import bounds
 from kernelpro.runner.backend import Backend, KernelFault, LaunchRejected
 from kernelpro.runner.buffers import DeviceBuffers, first_difference
@@ -189,7 +190,12 @@ class Wall:
         args = buffers.kernel_args(scalar_args(self.task, env))
         label = f"{role} launch ({context})"
         self.progress(label)
-        self._run(role, kernel.bind(env), args, label, where)
+        try:
+            bound = kernel.bind(env)
+        except ExprError as exc:  # e.g. a launch expression over this GPU's device values that divides by zero
+            raise _Stop([CheckFailure("reference" if role == "reference" else "launch", f"{label}: {exc}",
+                                      where)]) from None
+        self._run(role, bound, args, label, where)
         outputs = buffers.outputs()
         failures = self._guard_failures(role, buffers, label, where) + self._input_failures(role, buffers, inputs,
                                                                                             label, where)
