@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,12 +36,15 @@ _MAX_GRID = (2**31 - 1, 65535, 65535)
 _MAX_BLOCK = (1024, 1024, 64)
 
 
+_TODO = re.compile(rf"\b{TODO}\b")
+
+
 def _walk(value: Any, path: tuple) -> list[tuple[tuple, str]]:
     if isinstance(value, dict):
-        return [hit for key, sub in value.items() for hit in _walk(sub, (*path, key))]
+        return [hit for key, sub in value.items() if key != "description" for hit in _walk(sub, (*path, key))]
     if isinstance(value, list):
         return [hit for index, sub in enumerate(value) for hit in _walk(sub, (*path, index))]
-    return [(path, value)] if isinstance(value, str) and TODO in value else []
+    return [(path, value)] if isinstance(value, str) and _TODO.search(value) else []
 
 
 def check_no_todos(r: TomlReader, meta: dict) -> None:

@@ -242,3 +242,12 @@ def test_buffers_larger_than_the_visible_gpu_are_a_task_problem_before_any_alloc
     problem = too_big_for(task, small)
     assert problem is not None and "the buffers need 14.6 KiB at ROWS=37, COLS=50" in problem and "9.8 KiB" in problem
     assert too_big_for(task, H100) is None
+
+
+def test_a_launch_that_cannot_be_evaluated_on_this_gpu_is_a_launch_failure() -> None:
+    four_sms = DeviceInfo(name="tiny", compute_capability="9.0", sm_count=4, sm_clock_khz=None,
+                          memory_clock_khz=None, memory_bus_bits=None, l2_bytes=1 << 20, total_memory_bytes=1 << 30)
+    task, backend = task_and_backend(four_sms)
+    odd = FUSED.replace('grid = ["ceil_div(ROWS, 4)"]', 'grid = ["ceil_div(ROWS, 4) + 8 // (SM_COUNT - 4)"]')
+    result, _ = run(task, backend, TASK + odd, {"center_fused": center_fused})  # fine on an H100's 132 SMs
+    assert [f.check for f in result.failures] == ["launch"] and "division by zero" in result.failures[0].message

@@ -222,3 +222,9 @@ def test_documented_candidate_launch_block_parses_for_the_softmax_task() -> None
     plan = candidate_plan(task, task.source + warp + block)
     assert plan[0].kernel == "softmax_rows_warp" and plan[0].grid_dims(task.env()) == (-(-task.params["ROWS"] // 8),
                                                                                       1, 1)
+
+
+def test_a_description_may_mention_todo() -> None:
+    text = SEQ.replace('name = "norm2"', 'name = "norm2"\ndescription = "TODO: fuse the two kernels"')
+    task = parse_task(text, "t.cu")
+    assert task.description.startswith("TODO")
