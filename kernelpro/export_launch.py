@@ -48,7 +48,8 @@ def cuda_launch(task: Task, launch: Launch, env: Mapping) -> str:
     grid, grid_values = _dims(launch.grid, env)
     block, block_values = _dims(launch.block, env)
     args = [a.name for a in task.args] if launch.args is None else [
-        "nullptr" if a.kind == "null" else a.text for a in launch.args]
+        "nullptr" if a.kind == "null" else f"({a.expr.text} ? {a.name} : nullptr)" if a.kind == "optional" else a.text
+        for a in launch.args]
     return (f"{launch.kernel}<<<{grid}, {block}, {launch.shared_mem.text}>>>({', '.join(args)});"
             f"  // at the benchmark size: grid {grid_values}, block {block_values}, "
             f"{launch.shared_bytes(env)} B dynamic shared memory")

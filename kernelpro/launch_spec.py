@@ -2,7 +2,8 @@
 
 A launch names its kernel (``name`` or a template instantiation ``name<float, BLOCK>``), its grid
 and block (1–3 expressions), its dynamic shared memory and its arguments. Each argument is a task
-argument by name, ``"null"`` (a NULL pointer) or, for a by-value parameter, an expression. Every
+argument by name, ``"null"`` (a NULL pointer), an optional input (``"bias if HAS_BIAS else null"``:
+the buffer where the condition holds, NULL elsewhere) or, for a by-value parameter, an expression. Every
 launch is held against its kernel's signature: count, pointer vs by-value, and the dtype of the
 C type after typedefs, ``using`` aliases and template arguments are resolved
 (:mod:`kernelpro.c_types`). One buffer passed twice to one launch is refused: aliasing changes a
@@ -11,6 +12,7 @@ kernel's semantics (and ``__restrict__`` makes it undefined).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from kernelpro.c_types import resolve, template_bindings, type_aliases
@@ -20,6 +22,7 @@ from kernelpro.toml_reader import TomlReader, did_you_mean
 
 LAUNCH_KEYS = frozenset({"kernel", "grid", "block", "shared_mem", "args"})
 NULL = "null"
+_OPTIONAL = re.compile(r"([A-Za-z_]\w*)\s+if\s+(.+?)\s+else\s+null")
 
 
 class LaunchReader:
@@ -117,6 +120,11 @@ class LaunchReader:
                                        fix="pass null only to pointer parameters")
                 out.append(LaunchArg("null", text))
                 continue
+            optional = _OPTIONAL.fullmatch(text)
+            if optional:
+                out.append(self.read_optional(optional.group(1), optional.group(2), text, param, ctype, seen, sig,
+                                              where))
+                continue
             if text in self.args:
                 arg = self.args[text]
                 if arg.is_buffer and text in seen:
@@ -136,6 +144,22 @@ class LaunchReader:
             out.append(LaunchArg("expr", text, self.r.expr(text, self.names, *where, "args",
                                                             what=f"launch argument {param.name}"), ctype.dtype))
         return tuple(out)
+
+    def read_optional(self, name: str, condition: str, text: str, param: Param, ctype, seen: set[str],
+                      sig: KernelSignature, where: tuple) -> LaunchArg:
+        """``"bias if HAS_BIAS else null"``: an input buffer, or NULL where the condition is false."""
+        arg = self.args.get(name)
+        if arg is None or arg.intent != "in" or not param.is_pointer:
+            raise self.r.error(f"{text!r}: an optional pointer must be an input buffer passed to a pointer parameter "
+                               f"({param.text})", *where, "args",
+                               fix='write "<input buffer> if <condition> else null", e.g. "bias if HAS_BIAS else null"')
+        if name in seen:
+            raise self.r.error(f"buffer {name} is passed twice to {sig.name}: aliased buffers are not allowed", *where,
+                               "args", fix="pass each buffer at most once per launch")
+        seen.add(name)
+        self.check_param(arg, param, ctype, where + ("args",), sig)
+        return LaunchArg("optional", text, self.r.expr(condition, self.names, *where, "args",
+                                                       what=f"condition of {name}"), None, name)
 
     def check_default_args(self, sig: KernelSignature, bindings: dict[str, str], where: tuple) -> None:
         """Without ``args`` the launch passes every task argument in order: the kernel must take exactly those."""

@@ -124,10 +124,11 @@ class Knob:
 class LaunchArg:
     """One argument of a launch: a task argument by name, a scalar expression, or a NULL pointer."""
 
-    kind: str  # "arg" | "expr" | "null"
+    kind: str  # "arg" | "expr" | "null" | "optional" ("bias if HAS_BIAS else null")
     text: str
-    expr: Expr | None = None
+    expr: Expr | None = None  # an "expr"'s value, an "optional"'s condition
     dtype: str | None = None  # of an "expr": the parameter's type
+    name: str | None = None  # the buffer of an "optional"
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ class Launch:
         """The task arguments this launch passes (by name)."""
         if self.args is None:
             return tuple(a.name for a in task_args)
-        return tuple(a.text for a in self.args if a.kind == "arg")
+        return tuple(a.text if a.kind == "arg" else a.name for a in self.args if a.kind in ("arg", "optional"))
 
 
 @dataclass(frozen=True)

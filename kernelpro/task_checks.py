@@ -183,3 +183,15 @@ def format_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} B"
+
+
+def null_buffers(task: Task, env: Mapping) -> set[str]:
+    """Buffers every launch passes as an optional that is NULL at ``env`` (they may have zero-sized shapes)."""
+    passes: dict[str, list[bool]] = {}
+    for launch in task.plan:
+        for arg in launch.args or ():
+            if arg.kind == "arg":
+                passes.setdefault(arg.text, []).append(True)
+            elif arg.kind == "optional":
+                passes.setdefault(arg.name, []).append(bool(arg.expr.eval(env)))
+    return {name for name, used in passes.items() if not any(used)}

@@ -453,12 +453,14 @@ class _Loader(TomlReader):
             env = task.env(sizes=sizes)
             label = "the benchmark size" if size_index == 0 else f"correctness size {size_index}"
             try:
+                absent = task_checks.null_buffers(task, env)
                 for arg in task.buffers:
                     where = ("args", task.args.index(arg), "shape")
-                    if any(d <= 0 for d in task.shape(arg, env)):
+                    smallest = 0 if arg.name in absent else 1
+                    if any(d < smallest for d in task.shape(arg, env)):
                         raise self.error(f"shape of {arg.name} is {task.shape(arg, env)} at {label}", *where,
                                          fix="every dimension must be positive (an absent optional pointer is "
-                                         '"null" in the launch args)')
+                                         '"null", or "name if CONDITION else null", in the launch args)')
                 if task.cost is not None:
                     task.flops(env), task.bytes_moved(env)
             except ExprError as exc:

@@ -251,3 +251,47 @@ def test_a_launch_that_cannot_be_evaluated_on_this_gpu_is_a_launch_failure() -> 
     odd = FUSED.replace('grid = ["ceil_div(ROWS, 4)"]', 'grid = ["ceil_div(ROWS, 4) + 8 // (SM_COUNT - 4)"]')
     result, _ = run(task, backend, TASK + odd, {"center_fused": center_fused})  # fine on an H100's 132 SMs
     assert [f.check for f in result.failures] == ["launch"] and "division by zero" in result.failures[0].message
+
+
+OPTIONAL_BIAS = TASK.replace('''[[args]]
+name = "mean"''', '''[[args]]
+name = "bias"
+dtype = "float32"
+shape = ["COLS * HAS_BIAS"]
+intent = "in"
+
+[[args]]
+name = "mean"''').replace("COLS = 50\n", "COLS = 50\nHAS_BIAS = 1\n").replace(
+    '"null", "y", "COLS"]', '"bias if HAS_BIAS else null", "y", "COLS"]').replace(
+    "sizes = [{ ROWS = 5, COLS = 3 }]", "sizes = [{ ROWS = 5, COLS = 3, HAS_BIAS = 0 }]")
+
+
+def center_bias(kernel, geometry, args, backend) -> None:
+    x, mean, bias, y, cols = args
+    kernel.state.setdefault("bias", []).append(bias is NULL_POINTER)
+    for row in range(geometry.grid[0]):
+        y[row, :cols] = x[row, :cols] - mean[row] + (0 if bias is NULL_POINTER else bias[:cols])
+
+
+def test_optional_pointer_is_null_where_its_condition_is_false() -> None:
+    task = parse_task(OPTIONAL_BIAS, "center_bias.cu")
+    assert [a.kind for a in task.plan[1].args] == ["arg", "arg", "optional", "arg", "expr"]
+    backend = FakeBackend({})
+    backend.device_info = lambda: H100
+    fns = {"row_mean": row_mean, "center": center_bias}
+    result, candidate = run(task, backend, OPTIONAL_BIAS, fns, reference=sequence(task, task.plan, fns))
+    assert result.failures == ()
+    nulls = candidate.kernels["center"].state["bias"]
+    assert nulls[:5] == [False] * 5 and nulls[5:] == [True] * (len(nulls) - 5)  # 4 sets + repeat, then HAS_BIAS=0
+    # a candidate that ignores the bias fails at the size that has one
+    ignoring = {"row_mean": row_mean, "center": center}
+    bad, _ = run(task, backend, OPTIONAL_BIAS, ignoring, reference=sequence(task, task.plan, fns))
+    assert [f.check for f in bad.failures] == ["output"]
+
+
+def test_a_zero_sized_buffer_must_be_optional() -> None:
+    with pytest.raises(TaskError, match="every dimension must be positive"):
+        parse_task(OPTIONAL_BIAS.replace('"bias if HAS_BIAS else null"', '"bias"'), "t.cu")
+    with pytest.raises(TaskError, match="an optional pointer must be an input buffer"):
+        parse_task(OPTIONAL_BIAS.replace('"bias if HAS_BIAS else null", "y"', '"bias", "y if HAS_BIAS else null"'),
+                   "t.cu")

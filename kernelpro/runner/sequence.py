@@ -25,7 +25,7 @@ import numpy as np
 
 from kernelpro.runner.backend import Geometry
 from kernelpro.runner.inputs import float32_to_bfloat16_bits, to_storage
-from kernelpro.task import FLOAT_DTYPES, Launch, Task
+from kernelpro.task import FLOAT_DTYPES, Launch, LaunchArg, Task
 
 NULL_POINTER = np.uint64(0)
 
@@ -91,10 +91,18 @@ class LaunchSequence:
             if launch.args is None:
                 sources = tuple(("arg", k) for k in range(len(self.task.args)))
             else:
-                sources = tuple(("arg", self._index[a.text]) if a.kind == "arg" else ("null", None) if a.kind == "null"
-                                else ("value", typed_scalar(a.dtype or "int32", a.expr.eval(env))) for a in launch.args)
+                sources = tuple(self._source(a, env) for a in launch.args)
             steps.append(BoundStep(self.kernels[launch.kernel], launch.kernel, geometry, sources))
         return BoundSequence(tuple(steps))
+
+    def _source(self, arg: LaunchArg, env: Mapping[str, int | float | str]) -> tuple[str, Any]:
+        if arg.kind == "arg":
+            return "arg", self._index[arg.text]
+        if arg.kind == "optional":
+            return ("arg", self._index[arg.name]) if arg.expr.eval(env) else ("null", None)
+        if arg.kind == "null":
+            return "null", None
+        return "value", typed_scalar(arg.dtype or "int32", arg.expr.eval(env))
 
 
 class ComparatorReference:
