@@ -16,8 +16,10 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from kernelpro import __version__
+from kernelpro.cli_init import init_command
 from kernelpro.errors import KernelproError
 
 console = Console()
@@ -58,12 +60,14 @@ def tasks_command(folder: Path, as_json: bool) -> None:
             loaded.append(load_task(path))
         except KernelproError as exc:
             errors.append(str(exc))
+        except Exception as exc:  # noqa: BLE001 - one broken file must not hide the others
+            errors.append(f"{path}: internal error while loading: {type(exc).__name__}: {exc} (please report it)")
     if as_json:
         click.echo(json.dumps({"tasks": [task_summary(t) for t in loaded], "errors": errors}, indent=2))
     else:
         render_task_table(console, loaded)
         for error in errors:
-            console.print(f"[red]invalid:[/red] {error}", highlight=False)
+            console.print(f"[red]invalid:[/red] {escape(error)}", highlight=False)
     if errors:
         sys.exit(1)
 
@@ -416,6 +420,9 @@ def regress_command(paths: tuple[Path, ...], tolerance: str, junit: Path | None,
     rg.write_outputs(report, junit=junit, summary=summary)
     click.echo(rg.markdown_summary(report))
     sys.exit(report.exit_code)
+
+
+cli.add_command(init_command)
 
 
 def main() -> None:

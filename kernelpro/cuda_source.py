@@ -41,6 +41,16 @@ C_TYPE_DTYPES: dict[str, str] = {
     "unsigned long long int": "uint64",
     "uint64_t": "uint64",
     "size_t": "uint64",
+    # LP64 (Linux, the only host nvcc targets here): long is 64 bits.
+    "long": "int64",
+    "long int": "int64",
+    "signed long": "int64",
+    "unsigned long": "uint64",
+    "unsigned long int": "uint64",
+    "int64": "int64",
+    "signed": "int32",
+    "signed int": "int32",
+    "ptrdiff_t": "int64",
 }
 
 _QUALIFIERS = {"const", "volatile", "__restrict__", "__restrict", "restrict", "struct"}
@@ -74,6 +84,7 @@ class KernelSignature:
     launch_bounds: str | None  # the text inside __launch_bounds__(...)
     start: int  # offset of the first character of the declaration (incl. template/extern "C")
     end: int  # offset just past the closing brace of the body
+    template_params: tuple[str, ...] = ()  # names of the template parameters, in order (T, BLOCK...)
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -144,7 +155,8 @@ def matching_bracket(text: str, open_at: int) -> int:
     return -1
 
 
-def _split_top_level(text: str) -> list[str]:
+def split_top_level(text: str) -> list[str]:
+    """``text`` split at commas outside (), <> and []: parameter and template-argument lists."""
     parts, depth, start = [], 0, 0
     for k, ch in enumerate(text):
         if ch in "(<[":
@@ -208,7 +220,7 @@ def find_kernels(source: str) -> dict[str, KernelSignature]:
         body_close = matching_bracket(code, body_open)
         start = _declaration_start(code, match.start())
         raw_params = source[paren + 1 : close]
-        params = tuple(parse_param(p) for p in _split_top_level(blank_comments_and_strings(raw_params)))
+        params = tuple(parse_param(p) for p in split_top_level(blank_comments_and_strings(raw_params)))
         if len(params) == 1 and params[0].base_type == "void" and not params[0].name:
             params = ()
         name_offset = match.end() + head.rfind(name) if not lb else code.rfind(name, 0, paren)
@@ -222,9 +234,24 @@ def find_kernels(source: str) -> dict[str, KernelSignature]:
                 launch_bounds=bounds,
                 start=start,
                 end=(body_close + 1) if body_close >= 0 else len(source),
+                template_params=_template_params(code[start : match.start()]),
             ),
         )
     return kernels
+
+
+def _template_params(head: str) -> tuple[str, ...]:
+    """``template <typename T, int BLOCK = 256>`` → ``("T", "BLOCK")``."""
+    match = re.search(r"\btemplate\s*<(.*)>", head, re.DOTALL)
+    if not match:
+        return ()
+    names = []
+    for part in split_top_level(match.group(1)):
+        declared = re.sub(r"\s*=.*$", "", part, flags=re.DOTALL).strip()
+        ident = _IDENT.findall(declared)
+        if ident:
+            names.append(ident[-1])
+    return tuple(names)
 
 
 def _declaration_start(code: str, global_at: int) -> int:

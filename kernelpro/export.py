@@ -10,7 +10,10 @@ refused, as is one whose final check fell back to the baseline.
 ``--function``) is replaced by the winner's entry kernel (renamed to the target's name when they differ), and
 each ``#define KNOB value`` the target file has for a knob the winner changed gets the winner's value. Every
 other byte of the file stays as it was. Knobs the target does not ``#define`` and nvcc flags the winner needs
-are listed in ``PR.md`` for the user's build; they are not guessed into it.
+are listed in ``PR.md`` for the user's build; they are not guessed into it. A winner with its own launch
+(``/* kernelpro launch */``) is handled by :mod:`kernelpro.export_launch`: a block size the host code takes
+from a ``#define`` is set there; any other launch change is written into ``PR.md`` as the new launch, with
+a plain "host code must change" and the line of the current call.
 
 **Where things go.** The commit lands on a new branch (default ``kernelpro/<task>-<run-id>``), made with
 ``git switch -c`` from the current HEAD, so the checkout is left on that branch. ``PR.md`` (the pull request
@@ -28,6 +31,7 @@ from pathlib import Path
 
 from kernelpro.cuda_source import blank_comments_and_strings, find_kernels
 from kernelpro.errors import KernelproError
+from kernelpro.export_launch import LaunchExport, launch_export, set_defines
 from kernelpro.optimize import RunSettings
 from kernelpro.report import best_file_text
 from kernelpro.search.interfaces import Node
@@ -147,6 +151,7 @@ class Edit:
     span: tuple[int, int]  # the function's offsets in ``before``
     defines: dict[str, str]  # knob -> value written into a #define of the target
     unset_knobs: dict[str, str]  # changed knobs the target does not #define: for the user's build
+    launch: LaunchExport | None = None  # the winner's own launch, when it has one that differs
 
 
 def edit_target(run: RunRecord, path: Path, function: str) -> Edit:
@@ -172,8 +177,11 @@ def edit_target(run: RunRecord, path: Path, function: str) -> Edit:
             defines[knob] = value
         else:
             unset[knob] = value
-    after = head + winner_function(run, function) + tail
-    return Edit(path, before, after, span, defines, unset)
+    launch = launch_export(run.task, run.best.variant.source, run.best.variant.knob_values, before, function,
+                           path.name)
+    after = head + (launch.kernels_text or winner_function(run, function)) + tail
+    after = set_defines(after, launch.defines)
+    return Edit(path, before, after, span, defines, unset, launch if launch.changed else None)
 
 
 # --- the texts --------------------------------------------------------------------------------------
@@ -210,6 +218,8 @@ def commit_message(run: RunRecord, function: str, edit: Edit) -> str:
     lines = [_title(run, function), "", before_after_table(run), ""]
     if edit.defines:
         lines.append("Knob defaults set: " + ", ".join(f"{k}={v}" for k, v in edit.defines.items()))
+    if edit.launch is not None and edit.launch.host_change:
+        lines.append("Host code must change: the winner has its own launch (see PR.md).")
     lines.append(f"Verified by kernelpro run {run.run_id} (correctness wall + compute-sanitizer).")
     return "\n".join(lines) + "\n"
 
@@ -247,6 +257,8 @@ def pr_body(run: RunRecord, function: str, edit: Edit, check_note: str, repo: Pa
                    + ", ".join(f"`-D{k}={v}`" for k, v in edit.unset_knobs.items()))
     if run.best.variant.flags:
         out.append(f"- **nvcc flags the winner needs**: `{' '.join(run.best.variant.flags)}`")
+    if edit.launch is not None:
+        out += list(edit.launch.notes)
     # The task's knob defaults arrive as -D flags and override best.cu's #ifndef'd defaults: pass the winner's.
     check = ["kernelpro", "check", run.settings.task_path, str(run.run_dir / "best.cu"),
              *(f"--knob={k}={v}" for k, v in run.best.variant.knobs), *(f"--flag={f}" for f in run.best.variant.flags),

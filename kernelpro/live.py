@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -75,7 +76,7 @@ def summary_table(result: SearchResult, run_dir: str) -> Table:
     table.add_column("")
     base, best = result.baseline, result.best
     table.add_row("baseline", f"{base.time_us:,.2f} µs" if base.time_us else "failed")
-    table.add_row("best", f"{best.time_us:,.2f} µs (node {best.id}: {best.variant.change or 'baseline'})"
+    table.add_row("best", f"{best.time_us:,.2f} µs (node {best.id}: {escape(best.variant.change or 'baseline')})"
                   if best.time_us else "-")
     table.add_row("speedup", f"{result.speedup:.3f}x" if result.speedup else "-")
     pct = best.evaluation.summary.get("roofline_pct")

@@ -186,6 +186,13 @@ class ProfilingDiagnoser:
         static = analyze_static(self.task, source=variant.source, arch=self.arch, knobs=knobs,
                                 flags=variant.flags, compiler=self.compiler)
         self.last_error = None
+        if len(static.launches) > 1:  # a launch sequence: each kernel profiled and diagnosed on its own
+            from kernelpro.sequence_diagnosis import diagnose_sequence
+
+            profiles = [self._profile(variant, knobs, static, i) if self.use_ncu else None
+                        for i in range(len(static.launches))]
+            result = diagnose_sequence(self.task, static, profiles, knobs)
+            return result, static, result.dominant.context
         profile = self._profile(variant, knobs, static) if self.use_ncu and static.compiled else None
         ctx = build_context(profile, task=self.task, static=static, knobs=knobs)
         return diagnose(ctx), static, ctx
@@ -215,19 +222,28 @@ class ProfilingDiagnoser:
             line += f"; failed on node(s) {nodes} (static analysis only for those; first: {first})"
         return line
 
-    def _profile(self, variant: Variant, knobs: Mapping[str, Any], static: Any) -> Any:
+    def _profile(self, variant: Variant, knobs: Mapping[str, Any], static: Any, index: int = 0) -> Any:
+        """ncu's profile of launch ``index`` of the variant's sequence (the whole sequence runs each time)."""
+        from kernelpro.candidate_launch import candidate_plan
         from kernelpro.errors import ToolchainError
+        from kernelpro.instantiate import plan_symbols, with_instantiations
         from kernelpro.profile import NcuOptions, ProfilerUnavailable, profile_two_stage
         from kernelpro.runner.profiled_program import launch_once_program
 
-        entry = static.entry
         try:
-            result = self.compiler.compile(CompileRequest(variant.source, self.arch, self.task.defines(knobs),
-                                                          variant.flags, source_name=CANDIDATE_NAME))
-            with launch_once_program(self.task, result.cubin, entry.symbol, knobs,
-                                     PROFILE_WARMUP_LAUNCHES + 1) as program:
-                return profile_two_stage(program, NcuOptions(kernel=self.task.kernel,
-                                                             launch_skip=PROFILE_WARMUP_LAUNCHES)).profile
+            plan = candidate_plan(self.task, variant.source, knobs=knobs)
+            result = self.compiler.compile(CompileRequest(with_instantiations(variant.source, plan), self.arch,
+                                                          self.task.defines(knobs), variant.flags,
+                                                          source_name=CANDIDATE_NAME))
+            symbols, _ = plan_symbols(result, plan, dict(self.task.defines(knobs)))
+            name = plan[index].kernel_name
+            # ncu counts launches of the filtered kernel: skip the warm-up sequences, then earlier launches of it
+            earlier = sum(1 for launch in plan[:index] if launch.kernel_name == name)
+            per_sequence = sum(1 for launch in plan if launch.kernel_name == name)
+            with launch_once_program(self.task, result.cubin, static.entry.symbol, knobs,
+                                     PROFILE_WARMUP_LAUNCHES + 1, source=variant.source, symbols=symbols) as program:
+                options = NcuOptions(kernel=name, launch_skip=PROFILE_WARMUP_LAUNCHES * per_sequence + earlier)
+                return profile_two_stage(program, options).profile
         except (ToolchainError, ProfilerUnavailable) as exc:  # permanent: no tool, no permission
             self.last_error = exc
             self.use_ncu = False
@@ -367,6 +383,7 @@ def optimize_task(task: Task, settings: RunSettings, run_dir: Path, *, budget: B
 
     Ctrl-C propagates as KeyboardInterrupt after the journal holds every evaluated node.
     """
+
     from kernelpro.live import LiveStatus
     from kernelpro.runner.device import require_gpu
     from kernelpro.runner.evaluate import Evaluator, WallOptions

@@ -6,10 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from kernelpro.static_analysis import StaticReport
 from kernelpro.task import Task
+from kernelpro.task_checks import format_bytes
 
 # SASS classes shown in the summary table, in order, with their labels.
 SASS_ROWS: tuple[tuple[str, str], ...] = (
@@ -55,7 +57,10 @@ def render_task_table(console: Console, tasks: Sequence[Task]) -> None:
         cost = "-"
         if task.cost is not None:
             cost = f"{task.flops() / 1e9:.3g} GFLOP, {task.bytes_moved() / 1e6:.4g} MB"
-        table.add_row(task.name, task.kernel, ", ".join(f"{k}={v}" for k, v in task.params.items()), args, knobs,
+        sizes = ", ".join(f"{k}={v}" for k, v in task.params.items())
+        sizes += f" ({format_bytes(task.buffer_bytes(task.env()))} of buffers)"
+        kernels = " -> ".join(launch.kernel for launch in task.plan)
+        table.add_row(task.name, kernels, sizes, args, knobs,
                       task.correctness.reference or "original kernel", cost)
     console.print(table)
 
@@ -80,16 +85,17 @@ def render_static_report(console: Console, report: StaticReport) -> None:
     if not report.compiled:
         console.print("[red bold]compile failed[/red bold]")
         for diag in report.diagnostics:
-            console.print(f"  {diag}", highlight=False)
+            console.print(f"  {escape(str(diag))}", highlight=False)
             if diag.source_line:
-                console.print(f"    {diag.source_line.strip()}", highlight=False)
+                console.print(f"    {escape(diag.source_line.strip())}", highlight=False)
         return
     for diag in report.diagnostics:
-        console.print(f"[yellow]{diag}[/yellow]", highlight=False)
+        console.print(f"[yellow]{escape(str(diag))}[/yellow]", highlight=False)
     _render_resources(console, report)
     _render_occupancy(console, report)
     _render_sass(console, report)
     _render_findings(console, report)
+    _render_other_launches(console, report)
 
 
 def _render_resources(console: Console, report: StaticReport) -> None:
@@ -115,7 +121,7 @@ def _render_occupancy(console: Console, report: StaticReport) -> None:
     console.print(f"launch: grid {dims}, block {block}, dynamic smem {_kib(report.dynamic_shared_bytes)}",
                   highlight=False)
     if report.occupancy_error:
-        console.print(f"[red]cannot launch:[/red] {report.occupancy_error}", highlight=False)
+        console.print(f"[red]cannot launch:[/red] {escape(str(report.occupancy_error))}", highlight=False)
         return
     occ = report.occupancy
     if occ is None:
@@ -169,6 +175,23 @@ def _render_findings(console: Console, report: StaticReport) -> None:
     console.print("[bold]static findings[/bold]")
     for finding in report.findings:
         color = "yellow" if finding.severity == "warning" else "cyan"
-        console.print(f"[{color}]{finding.severity}[/{color}] {finding.code}: {finding.message}", highlight=False)
+        console.print(f"[{color}]{finding.severity}[/{color}] {finding.code}: {escape(finding.message)}",
+                      highlight=False)
         for line in finding.evidence:
             console.print(f"    {line}", highlight=False, markup=False)
+
+
+def _render_other_launches(console: Console, report: StaticReport) -> None:
+    """The launches after the first of a sequence: geometry, occupancy and findings of each."""
+    if len(report.launches) < 2:
+        return
+    console.rule(f"launch sequence: {len(report.launches)} launches (above: launch 1, {report.launches[0].kernel})")
+    for index, launch in enumerate(report.launches[1:], 2):
+        occ = launch.occupancy
+        where = (f"occupancy {occ.occupancy:.1%} ({occ.blocks_per_sm} blocks/SM, limited by {occ.limiter})" if occ
+                 else f"cannot launch: {launch.occupancy_error}")
+        console.print(f"[bold]launch {index}: {escape(launch.kernel)}[/bold] grid {'x'.join(map(str, launch.grid))}, "
+                      f"block {'x'.join(map(str, launch.block))}, dynamic smem {_kib(launch.dynamic_shared_bytes)}; "
+                      f"{escape(where)}", highlight=False)
+        for finding in launch.findings:
+            console.print(f"  {finding.severity} {finding.code}: {finding.message}", highlight=False, markup=False)

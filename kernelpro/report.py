@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from kernelpro.candidate_launch import candidate_plan, describe_plan
+from kernelpro.errors import KernelproError
 from kernelpro.search.interfaces import Node
 from kernelpro.search.mcts import SearchResult
 from kernelpro.task import Task
@@ -125,6 +127,7 @@ def render_report(task: Task, result: SearchResult, *, header: Mapping[str, str]
     out += [f"| {k} | {rows_base[k]} | {rows_best[k]} |" for k in rows_base]
     out += [f"| knobs | {_knobs(base)} | {_knobs(best)} |",
             f"| flags | {' '.join(base.variant.flags) or '-'} | {' '.join(best.variant.flags) or '-'} |", ""]
+    out += _launch_section(task, base, best)
     out += ["## How the winner was reached", ""]
     path = winning_path(result)
     if len(path) == 1:
@@ -149,6 +152,32 @@ def render_report(task: Task, result: SearchResult, *, header: Mapping[str, str]
         keepends=True), fromfile=f"{task.path.name} (original)", tofile="best.cu")
     out += ["", "## Diff: best vs original", "", "```diff", "".join(diff).rstrip() or "(identical)", "```", ""]
     return "\n".join(out)
+
+
+def _launch_section(task: Task, base: Node, best: Node) -> list[str]:
+    """The launch sequences of the baseline and the winner (when either is more than the task's one launch),
+    and the winner's per-kernel diagnosis when it was profiled as a sequence."""
+    try:
+        plans = [candidate_plan(task, node.variant.source) for node in (base, best)]
+    except KernelproError:
+        return []
+    if not task.is_sequence and plans[0] == plans[1] == task.plan:
+        return []
+    out = ["## Launches", ""]
+    for label, plan in zip(("baseline", "best"), plans, strict=True):
+        out += [f"{label}:", "", "```", describe_plan(plan), "```", ""]
+    if plans[1] != task.plan:
+        out += ["The winner has its own launch (a `/* kernelpro launch */` block in best.cu): the host code that "
+                "launches the kernel must change accordingly (`kernelpro export` writes it into PR.md).", ""]
+    details = best.diagnosis.details if best.diagnosis else {}
+    if isinstance(details, Mapping) and details.get("kernels"):
+        out += ["| launch | kernel | share of profiled time | bound | first prescription |", "|---|---|---|---|---|"]
+        for k in details["kernels"]:
+            share = f"{k['share']:.0%}" if isinstance(k.get("share"), int | float) else "-"
+            first = k["prescriptions"][0]["change"] if k.get("prescriptions") else "-"
+            out.append(f"| {k['launch']} | {k['kernel']} | {share} | {k.get('bound') or '-'} | {first} |")
+        out.append("")
+    return out
 
 
 def _knobs(node: Node) -> str:

@@ -12,12 +12,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from kernelpro.candidate_launch import candidate_plan
 from kernelpro.compiler import Compiler, CompileRequest, CompileResult, Diagnostic
 from kernelpro.errors import KernelproError
+from kernelpro.instantiate import plan_symbols, with_instantiations
 from kernelpro.occupancy import Occupancy, WhatIfRow, compute_occupancy, what_if
 from kernelpro.ptxas import KernelResources
 from kernelpro.sass import KernelSass, SassInstruction, sass_for_cubin
-from kernelpro.task import FLOAT_DTYPES, Task
+from kernelpro.task import FLOAT_DTYPES, Launch, Task
 from kernelpro.toolchain import tool_version
 
 # A half-precision task whose cost is at least this many FLOPs per DRAM byte is matmul-shaped:
@@ -48,6 +50,27 @@ class KernelReport:
 
 
 @dataclass(frozen=True)
+class LaunchReport:
+    """One launch of a sequence: its kernel, geometry, occupancy and the static findings on that kernel."""
+
+    kernel: str  # as the launch names it (``name`` or ``name<targs>``)
+    symbol: str
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    dynamic_shared_bytes: int
+    occupancy: Occupancy | None
+    occupancy_error: str | None
+    what_if: tuple[WhatIfRow, ...]
+    findings: tuple[Finding, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kernel": self.kernel, "symbol": self.symbol, "grid": self.grid, "block": self.block,
+                "dynamic_shared_bytes": self.dynamic_shared_bytes,
+                "occupancy": None if self.occupancy is None else asdict(self.occupancy),
+                "occupancy_error": self.occupancy_error, "findings": [asdict(f) for f in self.findings]}
+
+
+@dataclass(frozen=True)
 class StaticReport:
     """Everything ``kernelpro analyze --static`` shows."""
 
@@ -70,10 +93,15 @@ class StaticReport:
     occupancy_error: str | None = None
     what_if: tuple[WhatIfRow, ...] = ()
     findings: tuple[Finding, ...] = field(default_factory=tuple)
+    # Every launch of the analyzed source's sequence (the candidate's own launch when it has one); the
+    # fields above describe the first. Empty for a compile failure.
+    launches: tuple[LaunchReport, ...] = ()
 
     @property
     def entry(self) -> KernelReport | None:
-        return next((k for k in self.kernels if k.name == self.kernel), None)
+        symbol = self.launches[0].symbol if self.launches else None
+        return next((k for k in self.kernels if k.symbol == symbol), None) or next(
+            (k for k in self.kernels if k.name == self.kernel), None)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict (SASS reduced to its histograms)."""
@@ -108,6 +136,7 @@ class StaticReport:
             "occupancy_error": self.occupancy_error,
             "what_if": [row.text for row in self.what_if],
             "findings": [asdict(f) for f in self.findings],
+            "launches": [launch.to_json() for launch in self.launches],
         }
 
 
@@ -291,14 +320,18 @@ def analyze_static(
     compiler: Compiler | None = None,
     source_name: str | None = None,
 ) -> StaticReport:
-    """Compile ``source`` (default: the task's own) for ``arch`` and analyze the entry kernel.
+    """Compile ``source`` (default: the task's own) for ``arch`` and analyze every kernel it launches.
 
-    A compile failure is not an exception: the report has ``compiled=False`` and the diagnostics.
+    The launches are the source's own ``/* kernelpro launch */`` block when it has one, else the
+    task's sequence; each gets its occupancy at its geometry and the static checks on its kernel. A
+    compile failure is not an exception: the report has ``compiled=False`` and the diagnostics.
     """
     compiler = compiler or Compiler()
     config = {**task.default_knobs(), **dict(knobs or {})}
+    text = task.source if source is None else source
+    plan = candidate_plan(task, text, source_name or str(task.path), config)
     request = CompileRequest(
-        source=task.source if source is None else source,
+        source=with_instantiations(text, plan),
         arch=arch,
         defines=task.defines(config),
         flags=tuple(flags),
@@ -307,47 +340,58 @@ def analyze_static(
     nvcc_path, nvcc_version = compiler.resolve_nvcc()
     result = compiler.compile(request)
     base = dict(
-        task=task.name, task_path=str(task.path), kernel=task.kernel, arch=arch, knobs=config, flags=tuple(flags),
-        nvcc_version=nvcc_version or tool_version(str(nvcc_path)), compiled=result.ok, cache_hit=result.cache_hit,
-        compile_seconds=result.seconds, diagnostics=result.diagnostics,
+        task=task.name, task_path=str(task.path), kernel=plan[0].kernel_name, arch=arch, knobs=config,
+        flags=tuple(flags), nvcc_version=nvcc_version or tool_version(str(nvcc_path)), compiled=result.ok,
+        cache_hit=result.cache_hit, compile_seconds=result.seconds, diagnostics=result.diagnostics,
     )
     if not result.ok:
         return StaticReport(**base)
-    return _analyze_compiled(task, config, result, base)
+    return _analyze_compiled(task, config, result, base, plan)
 
 
-def _analyze_compiled(task: Task, config: Mapping[str, Any], result: CompileResult, base: dict) -> StaticReport:
+def _analyze_compiled(task: Task, config: Mapping[str, Any], result: CompileResult, base: dict,
+                      plan: tuple[Launch, ...]) -> StaticReport:
     env = task.env(knobs=config)
-    grid, block = task.grid(env), task.block(env)
-    dynamic = task.dynamic_shared_bytes(env)
     sass = sass_for_cubin(result.cubin) if result.cubin else {}
     sass_by_name = {k.base_name: k for k in sass.values()} | sass
+    symbols, missing = plan_symbols(result, plan, dict(task.defines(config)))
+    if missing is not None:
+        found = ", ".join(r.name for r in result.resources.values())
+        raise KernelproError(f"the compiled cubin has no kernel {missing!r} (found: {found})", file=task.path,
+                             fix="launch only kernels the source defines (templates as name<args>)")
+    entry_symbol = symbols[plan[0].kernel]
     kernels = tuple(
         KernelReport(res.name, symbol, res, sass_by_name.get(symbol) or sass_by_name.get(res.name))
-        for symbol, res in sorted(result.resources.items(), key=lambda kv: kv[1].name != task.kernel)
+        for symbol, res in sorted(result.resources.items(), key=lambda kv: kv[0] != entry_symbol)
     )
-    entry = next((k for k in kernels if k.name == task.kernel), None)
-    if entry is None:
-        raise KernelproError(
-            f"the compiled cubin has no kernel {task.kernel!r} (found: {', '.join(k.name for k in kernels)})",
-            file=task.path, fix="keep the entry kernel's name in the candidate",
-        )
+    by_symbol = {k.symbol: k for k in kernels}
+    launches = tuple(_launch_report(task, launch, by_symbol[symbols[launch.kernel]], env, base["arch"])
+                     for launch in plan)
+    first = launches[0]
+    return StaticReport(
+        **base, grid=first.grid, block=first.block, dynamic_shared_bytes=first.dynamic_shared_bytes,
+        kernels=kernels, occupancy=first.occupancy, occupancy_error=first.occupancy_error, what_if=first.what_if,
+        findings=first.findings, launches=launches,
+    )
+
+
+def _launch_report(task: Task, launch: Launch, kernel: KernelReport, env: Mapping[str, Any],
+                   arch: str) -> LaunchReport:
+    grid, block = launch.grid_dims(env), launch.block_dims(env)
+    dynamic = launch.shared_bytes(env)
     threads = block[0] * block[1] * block[2]
     occupancy, occupancy_error, rows = None, None, ()
-    res = entry.resources
+    res = kernel.resources
     barriers = res.barriers if res.barriers is not None else 1
     try:
-        occupancy = compute_occupancy(base["arch"], threads, res.registers, res.shared_static_bytes, dynamic, barriers)
-        rows = tuple(what_if(base["arch"], threads, res.registers, res.shared_static_bytes, dynamic, barriers))
+        occupancy = compute_occupancy(arch, threads, res.registers, res.shared_static_bytes, dynamic, barriers)
+        rows = tuple(what_if(arch, threads, res.registers, res.shared_static_bytes, dynamic, barriers))
     except KernelproError as exc:  # a launch that cannot run is itself the finding
         occupancy_error = str(exc)
-    ctx = CheckContext(task, res, entry.sass, occupancy, threads)
+    ctx = CheckContext(task, res, kernel.sass, occupancy, threads)
     findings = [f for check in CHECKS if (f := check(ctx)) is not None]
     if occupancy_error:
         findings.insert(0, Finding("launch.cannot-run", "warning", occupancy_error))
     findings.sort(key=lambda f: f.severity != "warning")
-    return StaticReport(
-        **base, grid=grid, block=block, dynamic_shared_bytes=dynamic, kernels=kernels, occupancy=occupancy,
-        occupancy_error=occupancy_error, what_if=rows, findings=tuple(findings),
-    )
-
+    return LaunchReport(launch.kernel, kernel.symbol, grid, block, dynamic, occupancy, occupancy_error, rows,
+                        tuple(findings))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kernelpro.cuda_source import KernelSignature
+from kernelpro.device_values import default_device_values
 from kernelpro.expr import Expr
 
 # dtype name → bytes per element.
@@ -34,7 +35,7 @@ DTYPE_SIZES: dict[str, int] = {
     "bool": 1,
 }
 FLOAT_DTYPES = frozenset({"float16", "bfloat16", "float32", "float64"})
-INTENTS = ("in", "out", "inout")
+INTENTS = ("in", "out", "inout", "scratch")
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ class Argument:
 
     name: str
     dtype: str
-    intent: str  # "in" | "out" | "inout" for buffers, "scalar" for by-value arguments
+    intent: str  # "in" | "out" | "inout" | "scratch" for buffers, "scalar" for by-value arguments
     shape: tuple[Expr, ...] = ()
     init: Init | None = None
     value: Expr | None = None
@@ -103,6 +104,11 @@ class Argument:
     def is_input(self) -> bool:
         return self.intent in ("in", "inout")
 
+    @property
+    def is_scratch(self) -> bool:
+        """Working memory between launches: poisoned before each launch sequence, never compared."""
+        return self.intent == "scratch"
+
 
 @dataclass(frozen=True)
 class Knob:
@@ -115,19 +121,59 @@ class Knob:
 
 
 @dataclass(frozen=True)
+class LaunchArg:
+    """One argument of a launch: a task argument by name, a scalar expression, or a NULL pointer."""
+
+    kind: str  # "arg" | "expr" | "null" | "optional" ("bias if HAS_BIAS else null")
+    text: str
+    expr: Expr | None = None  # an "expr"'s value, an "optional"'s condition
+    dtype: str | None = None  # of an "expr": the parameter's type
+    name: str | None = None  # the buffer of an "optional"
+
+
+@dataclass(frozen=True)
 class Launch:
-    """Grid and block as expressions (1–3 dims each) and the dynamic shared memory in bytes."""
+    """One kernel launch: the kernel (``name`` or ``name<targs>``), grid and block as expressions (1–3 dims
+    each), the dynamic shared memory in bytes, and its arguments (None: the task's arguments in order)."""
 
     grid: tuple[Expr, ...]
     block: tuple[Expr, ...]
     shared_mem: Expr = Expr("0")
+    kernel: str = ""
+    args: tuple[LaunchArg, ...] | None = None
+    line: int | None = field(default=None, compare=False)
+
+    @property
+    def kernel_name(self) -> str:
+        """The kernel's name without template arguments."""
+        return self.kernel.split("<", 1)[0].strip()
+
+    @property
+    def template_args(self) -> str | None:
+        """The text between ``<`` and ``>`` of a template kernel, else None."""
+        return self.kernel.split("<", 1)[1].rsplit(">", 1)[0].strip() if "<" in self.kernel else None
+
+    def grid_dims(self, env: Mapping[str, int | float | str]) -> tuple[int, int, int]:
+        return _dim3(self.grid, env)
+
+    def block_dims(self, env: Mapping[str, int | float | str]) -> tuple[int, int, int]:
+        return _dim3(self.block, env)
+
+    def shared_bytes(self, env: Mapping[str, int | float | str]) -> int:
+        return self.shared_mem.eval_int(env)
+
+    def arg_names(self, task_args: tuple[Argument, ...]) -> tuple[str, ...]:
+        """The task arguments this launch passes (by name)."""
+        if self.args is None:
+            return tuple(a.name for a in task_args)
+        return tuple(a.text if a.kind == "arg" else a.name for a in self.args if a.kind in ("arg", "optional"))
 
 
 @dataclass(frozen=True)
 class Correctness:
     """How a candidate is checked against the ground truth."""
 
-    reference: str | None = None  # a reference kernel in the file; None = the task's original kernel
+    reference: str | None = None  # a reference kernel in the file, "comparator", or None = the original kernel
     tolerance: Tolerance | None = None  # None = per output dtype, DEFAULT_TOLERANCES
     sizes: tuple[Mapping[str, int], ...] = ()  # extra problem sizes (overrides of params)
     deterministic: bool = True
@@ -180,6 +226,24 @@ class Task:
     comparator: Comparator | None = None
     origin: Origin | None = None
     metadata_lines: tuple[int, int] = (0, 0)  # first and last line of the metadata comment
+    launches: tuple[Launch, ...] = ()  # the launch sequence; empty = one launch of `launch` (v1)
+
+    @property
+    def plan(self) -> tuple[Launch, ...]:
+        """The task's launch sequence, each launch naming its kernel."""
+        if self.launches:
+            return self.launches
+        return (Launch(self.launch.grid, self.launch.block, self.launch.shared_mem, self.kernel, None,
+                       self.launch.line),)
+
+    @property
+    def is_sequence(self) -> bool:
+        """Several launches, or one that names its own arguments (a v2 task)."""
+        return len(self.plan) > 1 or self.plan[0].args is not None
+
+    @property
+    def reference_is_comparator(self) -> bool:
+        return self.correctness.reference == "comparator"
 
     # --- problem sizes and knobs -----------------------------------------------------------
     def default_knobs(self) -> dict[str, int | float | str]:
@@ -215,10 +279,13 @@ class Task:
         self,
         sizes: Mapping[str, int] | None = None,
         knobs: Mapping[str, int | float | str] | None = None,
+        device: Mapping[str, int] | None = None,
     ) -> dict[str, int | float | str]:
-        """Variables for expressions: params (overridden by ``sizes``) and knobs (default + overrides)."""
+        """Variables for expressions: params (overridden by ``sizes``), device values (the visible GPU's when
+        given, else the target's table) and knobs (default + overrides)."""
         env: dict[str, int | float | str] = dict(self.params)
         env.update(sizes or {})
+        env.update(device or default_device_values())
         env.update(self.default_knobs())
         env.update(knobs or {})
         return env
@@ -270,6 +337,13 @@ class Task:
     @property
     def outputs(self) -> tuple[Argument, ...]:
         return tuple(a for a in self.args if a.is_output)
+
+    def arg(self, name: str) -> Argument:
+        return next(a for a in self.args if a.name == name)
+
+    def buffer_bytes(self, env: Mapping[str, int | float | str]) -> int:
+        """Bytes of every buffer at one problem size."""
+        return sum(self.nbytes(a, env) for a in self.buffers)
 
     def tolerance_for(self, arg: Argument) -> Tolerance:
         """The tolerance an output is checked with: per-argument, task-wide, or the dtype default."""

@@ -9,13 +9,14 @@ correctness settings and costs. The format is documented in ``docs/task-format.m
 from __future__ import annotations
 
 import ast
-import difflib
 import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from kernelpro import task_checks
+from kernelpro.c_types import resolve, template_bindings, type_aliases
 from kernelpro.cuda_source import (
     KernelSignature,
     find_kernels,
@@ -24,7 +25,8 @@ from kernelpro.cuda_source import (
     unguarded_defines,
 )
 from kernelpro.errors import TaskError
-from kernelpro.expr import Expr, ExprError
+from kernelpro.expr import ExprError
+from kernelpro.launch_spec import LAUNCH_KEYS, LaunchReader, check_param
 from kernelpro.task import (
     DTYPE_SIZES,
     INITIALIZERS,
@@ -41,6 +43,7 @@ from kernelpro.task import (
     Tolerance,
 )
 from kernelpro.toml_lines import TomlLines
+from kernelpro.toml_reader import TomlReader, did_you_mean
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -52,7 +55,7 @@ SCHEMA: dict[str, frozenset[str] | None] = {
     "task": frozenset({"name", "kernel", "description"}),
     "params": None,
     "args": frozenset({"name", "dtype", "shape", "init", "intent", "value", "atol", "rtol"}),
-    "launch": frozenset({"grid", "block", "shared_mem"}),
+    "launch": LAUNCH_KEYS,
     "knobs": None,
     "tuning": frozenset({"constraints"}),
     "correctness": frozenset({"reference", "atol", "rtol", "sizes", "deterministic", "allow_lower_precision",
@@ -64,7 +67,7 @@ SCHEMA: dict[str, frozenset[str] | None] = {
 KNOB_KEYS = frozenset({"values", "default"})
 COMPARATOR_LIBRARIES = ("cupy", "torch", "numpy")
 
-_BLOCK = re.compile(r"/\*[ \t]*kernelpro\b[^\n]*\n(.*?)\*/", re.DOTALL)
+_BLOCK = re.compile(r"/\*[ \t]*kernelpro\b(?![ \t]+launch\b)[^\n]*\n(.*?)\*/", re.DOTALL)
 _TOML_POS = re.compile(r"\(at line (\d+), column (\d+)\)")
 _IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
 _SKELETON = '/* kernelpro\n[task]\nkernel = "my_kernel"\n...\n*/  (see docs/task-format.md)'
@@ -85,67 +88,48 @@ def parse_task(source: str, path: str | Path = "<task>") -> Task:
     return _Loader(source, Path(path)).load()
 
 
-def _did_you_mean(word: str, options) -> str:
-    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1)
-    return f"did you mean {close[0]!r}?" if close else f"use one of: {', '.join(sorted(map(str, options)))}"
-
-
-class _Loader:
-    def __init__(self, source: str, path: Path) -> None:
-        self.source = source
-        self.path = path
-        self.lines: TomlLines | None = None
-
-    # --- error helpers ------------------------------------------------------------------------
-    def error(self, message: str, *where: str | int, fix: str | None = None, line: int | None = None) -> TaskError:
-        if line is None and self.lines is not None:
-            line = self.lines.line(*where)
-        return TaskError(message, file=self.path, line=line, fix=fix)
-
-    def expr(self, text: Any, names: set[str], *where: str | int, what: str) -> Expr:
-        """Parse an expression field and check that it only reads known names."""
-        if isinstance(text, bool) or not isinstance(text, str | int | float):
-            raise self.error(f"{what} must be an expression string or a number, got {text!r}", *where,
-                             fix='write it as a string, e.g. "ceil_div(N, BLOCK)"')
-        expr = Expr(str(text))
-        try:
-            expr.validate()
-        except ExprError as exc:
-            raise self.error(f"{what}: {exc}", *where, fix="use arithmetic over params and knobs") from None
-        unknown = sorted(expr.names - names)
-        if unknown:
-            raise self.error(
-                f"{what} {expr.text!r} uses unknown name {unknown[0]!r}", *where,
-                fix=f"{_did_you_mean(unknown[0], names)} (names are the [params] and [knobs])",
-            )
-        return expr
-
+class _Loader(TomlReader):
     # --- the steps ----------------------------------------------------------------------------
     def load(self) -> Task:
         meta, block_lines = self.read_metadata()
+        task_checks.check_no_todos(self, meta)
         self.check_schema(meta)
+        task_checks.check_string_keys(self, meta)
         task_table = meta.get("task", {})
-        kernel_name = task_table.get("kernel")
-        if not kernel_name:
+        launch_spec = meta.get("launch")
+        launch_entries = launch_spec if isinstance(launch_spec, list) else [launch_spec or {}]
+        kernel_text = self.text(task_table, "kernel", "task") or self.text(launch_entries[0], "kernel", "launch", 0)
+        if not kernel_text:
             raise self.error("missing entry kernel", "task", fix='add `kernel = "<name of the __global__ function>"` '
                              "under [task]")
+        kernel_name = kernel_text.split("<", 1)[0].strip()
         kernels = find_kernels(self.source)
         if kernel_name not in kernels:
             found = ", ".join(kernels) or "none"
             raise self.error(f"entry kernel {kernel_name!r} is not a __global__ function in this file "
                              f"(found: {found})", "task", "kernel",
-                             fix=_did_you_mean(kernel_name, kernels) if kernels else "define the kernel")
+                             fix=did_you_mean(kernel_name, kernels) if kernels else "define the kernel")
         signature = kernels[kernel_name]
         params = self.read_params(meta.get("params", {}))
         knobs = self.read_knobs(meta.get("knobs", {}), params)
         names = set(params) | set(knobs)
-        args = self.read_args(meta.get("args", []), signature, names)
-        launch = self.read_launch(meta.get("launch"), names)
+        explicit = any(isinstance(e, dict) and "args" in e for e in launch_entries)
+        if explicit:
+            args = task_checks.read_free_args(self, meta.get("args", []), names)
+        else:
+            args = self.read_args(meta.get("args", []), signature, names, kernel_text)
+        launches = LaunchReader(self, kernels, args, names).read(launch_spec, kernel_text)
+        self.launch_where = [("launch", i) if isinstance(launch_spec, list) else ("launch",)
+                             for i in range(len(launches))]
+        if explicit:
+            task_checks.check_every_buffer_passed(self, args, launches)
         constraints = tuple(
             self.expr(c, names, "tuning", "constraints", what="constraint")
             for c in meta.get("tuning", {}).get("constraints", [])
         )
-        correctness = self.read_correctness(meta.get("correctness", {}), kernels, signature, params)
+        comparator = self.read_comparator(meta.get("comparator"))
+        correctness = self.read_correctness(meta.get("correctness", {}), kernels, signature, params,
+                                            comparator, len(launches) > 1 or explicit)
         cost = self.read_cost(meta.get("cost"), names)
         task = Task(
             path=self.path,
@@ -155,15 +139,16 @@ class _Loader:
             signature=signature,
             args=args,
             params=params,
-            launch=launch,
+            launch=launches[0],
             correctness=correctness,
             cost=cost,
             knobs=knobs,
             constraints=constraints,
             description=str(task_table.get("description", "")).strip(),
-            comparator=self.read_comparator(meta.get("comparator")),
+            comparator=comparator,
             origin=self.read_origin(meta.get("origin")),
             metadata_lines=block_lines,
+            launches=launches,
         )
         self.check_evaluates(task)
         return task
@@ -190,10 +175,10 @@ class _Loader:
     def check_schema(self, meta: dict) -> None:
         for table, value in meta.items():
             if table not in SCHEMA:
-                raise self.error(f"unknown table [{table}]", table, fix=_did_you_mean(table, SCHEMA))
+                raise self.error(f"unknown table [{table}]", table, fix=did_you_mean(table, SCHEMA))
             allowed = SCHEMA[table]
             entries = value if isinstance(value, list) else [value]
-            expected_array = table == "args"
+            expected_array = table == "args" or (table == "launch" and isinstance(value, list))
             if expected_array != isinstance(value, list) or not all(isinstance(e, dict) for e in entries):
                 form = "[[args]] tables, one per argument" if expected_array else f"a [{table}] table"
                 raise self.error(f"{table!r} must be {form}", table, fix=f"write it as {form}")
@@ -204,7 +189,7 @@ class _Loader:
                     if key not in allowed:
                         where = (table, index, key) if expected_array else (table, key)
                         raise self.error(f"unknown key {key!r} in [{table}]", *where,
-                                         fix=_did_you_mean(key, allowed))
+                                         fix=did_you_mean(key, allowed))
 
     def read_params(self, table: dict) -> dict[str, int]:
         params = {}
@@ -235,7 +220,7 @@ class _Loader:
             for key in spec:
                 if key not in KNOB_KEYS:
                     raise self.error(f"unknown key {key!r} in knob {name}", line=line,
-                                     fix=_did_you_mean(key, KNOB_KEYS))
+                                     fix=did_you_mean(key, KNOB_KEYS))
             values = spec.get("values")
             if not isinstance(values, list) or not values:
                 raise self.error(f"knob {name} has no values", line=line,
@@ -269,7 +254,8 @@ class _Loader:
                     fix="make them equal: the baseline is the kernel as written")
         return knobs
 
-    def read_args(self, entries: list[dict], signature: KernelSignature, names: set[str]) -> tuple[Argument, ...]:
+    def read_args(self, entries: list[dict], signature: KernelSignature, names: set[str],
+                  kernel_text: str) -> tuple[Argument, ...]:
         params = signature.params
         if len(entries) != len(params):
             declared = ", ".join(p.name for p in params) or "none"
@@ -279,14 +265,15 @@ class _Loader:
                 fix="declare one [[args]] table per kernel parameter, in signature order")
         args: list[Argument] = []
         for index, (entry, param) in enumerate(zip(entries, params, strict=True)):
-            args.append(self.read_arg(index, entry, param, names, signature))
+            args.append(self.read_arg(index, entry, param, names, signature, kernel_text))
         outputs = [a for a in args if a.is_output]
         if not outputs:
             raise self.error("no output argument: nothing to check a candidate against", "args",
                              fix='mark the buffers the kernel writes with intent = "out" (or "inout")')
         return tuple(args)
 
-    def read_arg(self, index: int, entry: dict, param, names: set[str], signature: KernelSignature) -> Argument:
+    def read_arg(self, index: int, entry: dict, param, names: set[str], signature: KernelSignature,
+                 kernel_text: str) -> Argument:
         where = ("args", index)
         name = entry.get("name")
         if not name:
@@ -300,10 +287,11 @@ class _Loader:
         dtype = entry.get("dtype")
         if dtype not in DTYPE_SIZES:
             raise self.error(f"unknown dtype {dtype!r} for argument {name}", *where, "dtype",
-                             fix=_did_you_mean(dtype, DTYPE_SIZES))
-        if param.dtype is not None and param.dtype != dtype:
-            raise self.error(f"argument {name} has dtype {dtype} but the kernel declares `{param.text}` "
-                             f"({param.dtype})", *where, "dtype", fix=f'set dtype = "{param.dtype}"')
+                             fix=did_you_mean(dtype, DTYPE_SIZES))
+        ctype = resolve(param.base_type, type_aliases(self.source),
+                        template_bindings(signature.template_params, Launch((), (), kernel=kernel_text).template_args))
+        stand_in = Argument(name, dtype, "in" if param.is_pointer else "scalar")
+        check_param(self, stand_in, param, ctype, (*where, "dtype"), signature.name)
         tolerance = self.read_tolerance(entry, *where)
         if not param.is_pointer:
             if "value" not in entry:
@@ -342,15 +330,17 @@ class _Loader:
 
     def read_init(self, spec: Any, intent: str, name: str, names: set[str], where: tuple) -> Init | None:
         if spec is None:
-            return None if intent == "out" else Init("random")
-        if intent == "out":
-            raise self.error(f"output argument {name} has an init, which would be overwritten", *where, "init",
+            return None if intent in ("out", "scratch") else Init("random")
+        if intent in ("out", "scratch"):
+            what = "output" if intent == "out" else "scratch"
+            raise self.error(f"{what} argument {name} has an init, which would be overwritten (it is poisoned "
+                             "before each launch)", *where, "init",
                              fix='remove init, or use intent = "inout" if the kernel reads it')
         match = re.fullmatch(r"\s*([A-Za-z_]\w*)\s*(?:\((.*)\))?\s*", str(spec))
         kind = match.group(1) if match else str(spec)
         if not match or kind not in INITIALIZERS:
             raise self.error(f"unknown initializer {spec!r} for argument {name}", *where, "init",
-                             fix=_did_you_mean(kind, INITIALIZERS))
+                             fix=did_you_mean(kind, INITIALIZERS))
         raw = [p for p in _split_args(match.group(2) or "")]
         if len(raw) not in INITIALIZERS[kind]:
             counts = " or ".join(str(n) for n in INITIALIZERS[kind])
@@ -371,30 +361,23 @@ class _Loader:
             values[key] = float(value)
         return Tolerance(**values)
 
-    def read_launch(self, table: dict | None, names: set[str]) -> Launch:
-        if table is None:
-            raise self.error("missing [launch] table", "task",
-                             fix='add [launch] with grid = ["ceil_div(N, BLOCK)"] and block = ["BLOCK"]')
-        dims = {}
-        for key in ("grid", "block"):
-            spec = table.get(key)
-            if spec is None:
-                raise self.error(f"[launch] has no {key}", "launch", fix=f'add {key} = ["..."] (1 to 3 expressions)')
-            items = spec if isinstance(spec, list) else [spec]
-            if not 1 <= len(items) <= 3:
-                raise self.error(f"[launch] {key} has {len(items)} dimensions", "launch", key,
-                                 fix="give 1 to 3 expressions (x, y, z)")
-            dims[key] = tuple(self.expr(d, names, "launch", key, what=f"launch {key}") for d in items)
-        shared = self.expr(table.get("shared_mem", "0"), names, "launch", "shared_mem", what="launch shared_mem")
-        return Launch(dims["grid"], dims["block"], shared)
-
     def read_correctness(self, table: dict, kernels: dict[str, KernelSignature], entry: KernelSignature,
-                         params: dict[str, int]) -> Correctness:
-        reference = table.get("reference")
-        if reference is not None:
+                         params: dict[str, int], comparator: Comparator | None, sequence: bool) -> Correctness:
+        reference = self.text(table, "reference", "correctness")
+        if reference == "original":
+            reference = None
+        if reference == "comparator":
+            if comparator is None:
+                raise self.error('reference = "comparator" but the task has no [comparator]', "correctness",
+                                 "reference", fix='add [comparator] with library and expr, or reference = "original"')
+        elif reference is not None:
+            if sequence:
+                raise self.error(f"reference kernel {reference!r} in a task with a launch sequence", "correctness",
+                                 "reference", fix='use reference = "original" (the sequence) or "comparator"')
             if reference not in kernels:
                 raise self.error(f"reference kernel {reference!r} is not a __global__ function in this file",
-                                 "correctness", "reference", fix=_did_you_mean(reference, kernels))
+                                 "correctness", "reference",
+                                 fix=did_you_mean(reference, [*kernels, "original", "comparator"]))
             ref = kernels[reference]
             ours = [(p.is_pointer, p.base_type) for p in entry.params]
             theirs = [(p.is_pointer, p.base_type) for p in ref.params]
@@ -410,7 +393,7 @@ class _Loader:
             for name, value in size.items():
                 if name not in params:
                     raise self.error(f"correctness size {index + 1} sets unknown parameter {name!r}",
-                                     "correctness", "sizes", fix=_did_you_mean(name, params))
+                                     "correctness", "sizes", fix=did_you_mean(name, params))
                 if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                     raise self.error(f"correctness size {index + 1}: {name} = {value!r} is not an integer",
                                      "correctness", "sizes", fix="problem sizes are non-negative integers")
@@ -503,7 +486,7 @@ class _Loader:
         return Origin(table["path"], table["function"])
 
     def check_evaluates(self, task: Task) -> None:
-        """Evaluate shapes, launch and constraints at every problem size with the default knobs."""
+        """Evaluate shapes, launches, scalars and constraints at every problem size with the default knobs."""
         knobs = task.default_knobs()
         if not task.satisfies_constraints(knobs):
             raise self.error(f"the default knobs {knobs} violate a [tuning] constraint", "tuning", "constraints",
@@ -512,24 +495,23 @@ class _Loader:
             env = task.env(sizes=sizes)
             label = "the benchmark size" if size_index == 0 else f"correctness size {size_index}"
             try:
+                absent = task_checks.null_buffers(task, env)
                 for arg in task.buffers:
                     where = ("args", task.args.index(arg), "shape")
-                    if any(d <= 0 for d in task.shape(arg, env)):
+                    smallest = 0 if arg.name in absent else 1
+                    if any(d < smallest for d in task.shape(arg, env)):
                         raise self.error(f"shape of {arg.name} is {task.shape(arg, env)} at {label}", *where,
-                                         fix="every dimension must be positive")
-                threads = task.threads_per_block(env)
-                grid = task.grid(env)
-                task.dynamic_shared_bytes(env)
+                                         fix="every dimension must be positive (an absent optional pointer is "
+                                         '"null", or "name if CONDITION else null", in the launch args)')
                 if task.cost is not None:
                     task.flops(env), task.bytes_moved(env)
             except ExprError as exc:
-                raise self.error(f"{exc} at {label}", "launch", fix="fix the expression") from None
-            if not 1 <= threads <= 1024:
-                raise self.error(f"block has {threads} threads at {label}", "launch", "block",
-                                 fix="a CUDA block holds 1 to 1024 threads")
-            if min(grid) < 1:
-                raise self.error(f"grid {grid} is empty at {label}", "launch", "grid",
-                                 fix="every grid dimension must be at least 1")
+                raise self.error(f"{exc} at {label}", "args", fix="fix the expression") from None
+            task_checks.check_scalars(self, task, env, label)
+            task_checks.check_memory(self, task, env, label)
+            for launch, where in zip(task.plan, self.launch_where, strict=True):
+                task_checks.check_geometry(self, launch, env, label, where)
+                task_checks.check_launch_scalars(self, launch, env, label, where)
 
 
 def _split_args(text: str) -> list[str]:
@@ -558,6 +540,11 @@ def task_summary(task: Task) -> Mapping[str, Any]:
         ],
         "knobs": {k.name: {"values": list(k.values), "default": k.default} for k in task.knobs.values()},
         "knob_configs": sum(1 for _ in task.knob_space()),
+        "launches": [{"kernel": launch.kernel, "grid": [e.text for e in launch.grid],
+                      "block": [e.text for e in launch.block], "shared_mem": launch.shared_mem.text,
+                      "args": None if launch.args is None else [a.text for a in launch.args]}
+                     for launch in task.plan],
+        "buffer_bytes": task.buffer_bytes(task.env()),
         "reference": task.correctness.reference or "original kernel",
         "extra_sizes": [dict(s) for s in task.correctness.sizes],
         "cost": {"flops": task.cost.flops.text, "bytes": task.cost.bytes.text} if task.cost else None,

@@ -11,7 +11,10 @@ the model as the correction.
 The task's metadata comment (``/* kernelpro ... */``) belongs to the task, not to the model: if
 the reply dropped or edited it, the original block is put back (at the top of the file when it was
 dropped) and :attr:`Extracted.metadata_restored` says so. The evaluator reads the task, not this
-comment, but the winning file is exported as a task file, so it must keep the block intact.
+comment, but the winning file is exported as a task file, so it must keep the block intact. A
+second block, ``/* kernelpro launch ... */``, is the candidate's own launch (see
+:mod:`kernelpro.candidate_launch`): it is the model's to write, is kept as written, and replaces
+the entry-kernel check by the check of its launches against the task.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from kernelpro.candidate_launch import candidate_plan, has_launch_block
 from kernelpro.cuda_source import Param, find_kernels
+from kernelpro.errors import TaskError
 from kernelpro.task import Task
 
 KERNEL_LANGUAGES = frozenset({"", "cuda", "cu", "cpp", "c++", "c", "cxx", "cc"})
@@ -29,7 +34,8 @@ MAX_CHANGE_CHARS = 200
 _FENCE = re.compile(r"^[ \t]*```[ \t]*([A-Za-z0-9_+\-]*)[^\n`]*$")
 _CHANGE = re.compile(r"^[ \t>*_#-]*CHANGE[ \t*_]*:[ \t*_]*(.*)$", re.MULTILINE | re.IGNORECASE)
 _KNOBS = re.compile(r"^[ \t>*_#-]*KNOBS[ \t*_]*:[ \t*_]*(.*)$", re.MULTILINE | re.IGNORECASE)
-_METADATA = re.compile(r"/\*[ \t]*kernelpro\b.*?\*/", re.DOTALL)
+# The task's metadata, not a candidate's own `/* kernelpro launch */` block (which the model may write).
+_METADATA = re.compile(r"/\*[ \t]*kernelpro\b(?![ \t]+launch\b).*?\*/", re.DOTALL)
 
 
 class MalformedReply(ValueError):
@@ -102,7 +108,17 @@ def _param_key(param: Param) -> tuple[str, str, bool, bool]:
 
 
 def check_entry_kernel(source: str, task: Task) -> None:
-    """Raise :class:`MalformedReply` unless ``source`` defines the entry kernel with the task's parameters."""
+    """Raise :class:`MalformedReply` unless ``source`` defines the entry kernel with the task's parameters,
+    or carries a ``/* kernelpro launch */`` block that is valid for the task (then its kernels are the ones that
+    must exist)."""
+    if has_launch_block(source) or task.is_sequence:
+        try:
+            candidate_plan(task, source)
+        except TaskError as exc:
+            raise MalformedReply(f"{'the launch block' if has_launch_block(source) else 'the file'}: {exc.message}"
+                                 + (f" ({exc.fix})" if exc.fix else "")) from None
+        if has_launch_block(source):
+            return
     expected = task.signature
     kernel = find_kernels(source).get(task.kernel)
     if kernel is None:

@@ -53,13 +53,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from kernelpro.actions import Action
+from kernelpro.candidate_launch import candidate_plan
 from kernelpro.compiler import CANDIDATE_NAME, Compiler, CompileRequest, default_arch
 from kernelpro.errors import KernelproError
+from kernelpro.instantiate import launch_symbol, with_instantiations
 from kernelpro.occupancy import arch_limits, what_if
 from kernelpro.sass import sass_for_cubin
 from kernelpro.search.interfaces import Node, Proposal, ProposalRequest
 from kernelpro.search.variant import Variant
-from kernelpro.task import Task
+from kernelpro.task import Launch, Task
 from kernelpro.transforms import (
     Rewrite,
     TransformError,
@@ -371,7 +373,7 @@ class OfflineProposer:
     # -- source transforms ---------------------------------------------------------------------------
 
     def _rewrite(self, parent: Variant, kind: str, transform: Callable[..., Rewrite], *args: Any) -> Variant:
-        rewrite = transform(parent.source, self.task.kernel, *args)
+        rewrite = transform(parent.source, self._entry(parent).kernel_name, *args)
         return Variant(rewrite.source, parent.knobs, parent.flags, rewrite.change, f"{ORIGIN}:{kind}")
 
     # -- the compile check ---------------------------------------------------------------------------
@@ -398,12 +400,21 @@ class OfflineProposer:
                     del self._built[next(iter(self._built))]
                 self._built[variant.key] = built
 
+    def _entry(self, variant: Variant) -> Launch:
+        """The first launch the variant makes: its own ``/* kernelpro launch */`` block's, else the task's."""
+        try:
+            return candidate_plan(self.task, variant.source)[0]
+        except KernelproError:
+            return self.task.plan[0]
+
     def _compile_check(self, variant: Variant) -> _Built:
         assert self.compiler is not None
         config = self._config(variant)
-        result = self.compiler.compile(CompileRequest(variant.source, self.arch, self.task.defines(config),
-                                                      variant.flags, source_name=CANDIDATE_NAME))
-        symbol = next((s for s, r in result.resources.items() if r.name == self.task.kernel), None)
+        entry = self._entry(variant)
+        result = self.compiler.compile(CompileRequest(with_instantiations(variant.source, (entry,)), self.arch,
+                                                      self.task.defines(config), variant.flags,
+                                                      source_name=CANDIDATE_NAME))
+        symbol = launch_symbol(result, entry, dict(self.task.defines(config))) if result.ok else None
         if not result.ok or symbol is None or result.cubin is None:
             return _Built(False)
         res = result.resources[symbol]
@@ -411,9 +422,9 @@ class OfflineProposer:
             kernels = sass_for_cubin(result.cubin)
         except KernelproError:  # no disassembler: the compile key stands in, so nothing counts as a no-op
             kernels = {}
-        sass = kernels.get(symbol) or next((k for k in kernels.values() if k.base_name == self.task.kernel), None)
+        sass = kernels.get(symbol)
         env = self.task.env(knobs=config)
-        launch = (self.task.grid(env), self.task.block(env), self.task.dynamic_shared_bytes(env))
+        launch = (entry.grid_dims(env), entry.block_dims(env), entry.shared_bytes(env))
         code = tuple(ins.text for ins in sass.instructions) if sass else (result.key,)
         fingerprint = (code, res.registers, res.shared_static_bytes, res.stack_frame_bytes, launch)
         barriers = res.barriers if res.barriers is not None else 1

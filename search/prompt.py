@@ -79,11 +79,30 @@ def knob_lines(task: Task) -> list[str]:
     return [f"{name} in {_values(knob.values)} (baseline: {knob.default})" for name, knob in task.knobs.items()]
 
 
+def launch_block_rule(task: Task) -> str:
+    """How a variant changes its own launch: the ``/* kernelpro launch */`` block, with its syntax."""
+    args = ", ".join(f'"{a.name}"' for a in task.args)
+    return (
+        "The launch may change: to use another grid, block, dynamic shared memory, thread-to-work mapping, "
+        "or other kernels (one fused kernel for several, or several for one), add this block to the file "
+        "(beside, not inside, the /* kernelpro ... */ metadata), one [[launch]] table per kernel launch, in order:\n"
+        "/* kernelpro launch\n[[launch]]\nkernel = \"my_kernel\"   # a __global__ function of your file; "
+        "templates as \"name<float, 256>\"\ngrid = [\"ceil_div(ROWS, 8)\"]   # 1-3 expressions\n"
+        "block = [\"256\"]\nshared_mem = \"0\"          # dynamic shared memory bytes\n"
+        f"args = [{args}]   # task argument names in the kernel's parameter order, an expression for a "
+        "by-value parameter, or \"null\"\n*/\n"
+        "Expressions use the problem sizes, the knobs and SM_COUNT, MAX_THREADS_PER_SM, MAX_SMEM_PER_BLOCK, "
+        "MAX_SMEM_PER_SM, WARP_SIZE, L2_BYTES. The buffers stay the task's (no new ones, none passed twice to "
+        "one launch), every output must be written, and the wall checks the variant with its own launch at "
+        "every size. Without a block the task's launch above is used, so keep the current kernel's block when "
+        "you keep its launch.")
+
+
 def rules_card(task: Task) -> str:
     """The pinned rules: in every prompt, never clipped. Each one is enforced by kernelpro."""
-    launch = task.launch
-    launch_text = (f"grid = {_dims(launch.grid)}, block = {_dims(launch.block)}, "
-                   f"dynamic shared memory = {launch.shared_mem.text} bytes")
+    launch_text = "; then ".join(
+        f"{launch.kernel} with grid = {_dims(launch.grid)}, block = {_dims(launch.block)}, dynamic shared memory = "
+        f"{launch.shared_mem.text} bytes" for launch in task.plan)
     if task.knobs:
         knobs = "; ".join(knob_lines(task))
         constraints = "; ".join(c.text for c in task.constraints)
@@ -92,7 +111,7 @@ def rules_card(task: Task) -> str:
                      + " To change the launch, set a knob with a KNOBS: line; the kernel must stay correct "
                      "for the knob values it is compiled with.")
     else:
-        knob_rule = "This task has no knobs, so the launch configuration is fixed."
+        knob_rule = "This task has no knobs."
     sizes = ", ".join(f"({_sizes(s)})" for s in task.correctness.sizes)
     odd_sizes = f" and at the extra sizes {sizes}" if sizes else ""
     determinism = ("must be bit-identical (the task is deterministic: no atomics or other reductions whose "
@@ -105,15 +124,15 @@ def rules_card(task: Task) -> str:
                      "so compute at that precision.")
     return f"""\
 RULES (pinned; kernelpro checks every one of them mechanically)
-1. Signature and semantics are fixed. Keep `{signature_text(task)}` exactly: the name, the parameter \
-names, types and order (adding __restrict__ is fine). Compute exactly what the current kernel \
-computes, for every problem size, not only the benchmark size.
+1. Semantics are fixed. Keep `{signature_text(task)}` exactly: the name, the parameter \
+names, types and order (adding __restrict__ is fine), unless a launch block (rule 3) says what to launch \
+instead. Compute exactly what the current kernel computes, for every problem size, not only the \
+benchmark size.
 2. Device code only. Write the complete .cu file: the kernel, __device__ helpers, macros, includes of \
 CUDA headers. No host code, no main(), no streams or events, no memory allocation, no kernel \
-launches from the device or extra kernels to be launched, no global or static state kept between \
-launches.
-3. The launch configuration comes from the task, not from you: kernelpro launches {launch_text}. \
-{knob_rule}
+launches from the device, extra kernels only through a launch block, no global or static state \
+kept between launches.
+3. kernelpro launches {launch_text}. {knob_rule} {launch_block_rule(task)}
 4. The correctness wall, run on every variant: fresh random inputs drawn from several distributions \
 (normal, uniform, heavy-tailed, negative and tiny values; new seeds every evaluation) at the benchmark \
 size{odd_sizes}; outputs are poisoned before each launch, so every output element must be written; \
@@ -136,6 +155,7 @@ def _argument_line(task: Task, arg: Argument) -> str:
         "in": "input, read-only (must stay unchanged)",
         "out": "output (poisoned before each launch: write every element)",
         "inout": "input and output (read, then overwritten)",
+        "scratch": "scratch between launches (poisoned before each launch sequence, never compared)",
     }[arg.intent]
     line = f"- {arg.name}: {arg.dtype} buffer {shape}, {role}"
     if arg.is_input:
@@ -158,9 +178,11 @@ def task_block(task: Task) -> str:
     if task.correctness.sizes:
         extra = ", ".join(f"({_sizes(s)})" for s in task.correctness.sizes)
         lines.append(f"Extra sizes checked for correctness: {extra}")
-    launch = task.launch
-    lines.append(f"Launch: grid {_dims(launch.grid)}, block {_dims(launch.block)}, "
-                 f"dynamic shared memory {launch.shared_mem.text} bytes")
+    for launch in task.plan:
+        args = "" if launch.args is None else f", arguments ({', '.join(a.text for a in launch.args)})"
+        lines.append(f"Launch{'' if len(task.plan) == 1 else ' (in order)'}: {launch.kernel} with grid "
+                     f"{_dims(launch.grid)}, block {_dims(launch.block)}, dynamic shared memory "
+                     f"{launch.shared_mem.text} bytes{args}")
     lines.append("Knobs: " + ("; ".join(knob_lines(task)) if task.knobs else "none"))
     if task.constraints:
         lines.append("Knob constraints: " + "; ".join(c.text for c in task.constraints))

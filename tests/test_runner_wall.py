@@ -20,6 +20,7 @@ import pytest
 from kernelpro.runner.backend import Geometry, KernelFault, LaunchRejected
 from kernelpro.runner.inputs import FLOAT_DISTRIBUTIONS, make_inputs, scalar_args
 from kernelpro.runner.records import DeviceInfo, GpuState
+from kernelpro.runner.sequence import BoundSequence
 from kernelpro.runner.stats import StopRule
 from kernelpro.runner.timed_check import TimedBuffers
 from kernelpro.runner.timing import TimingOptions, measure, time_kernel
@@ -98,6 +99,9 @@ class FakeBackend:
         return FakeKernel(self.kernels[cubin], symbol)
 
     def launch(self, kernel: FakeKernel, geometry: Geometry, args) -> None:
+        if isinstance(kernel, BoundSequence):
+            kernel.issue(self, args)
+            return
         kernel.launches += 1
         kernel.fn(kernel, geometry, args, self)
 

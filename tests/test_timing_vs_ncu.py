@@ -25,6 +25,7 @@ from fake_programs import install_program
 
 from kernelpro.runner import jobs, worker
 from kernelpro.runner.profiled_program import launch_once_program, make_launch_once_job
+from kernelpro.runner.records import DeviceInfo
 from kernelpro.task_loader import load_task, parse_task
 from kernelpro.toolchain import find_tool
 
@@ -85,6 +86,11 @@ class FakeCupyBackend:
 
     def to_host(self, array: np.ndarray) -> np.ndarray:
         return np.array(array)
+
+    def device_info(self) -> DeviceInfo:
+        return DeviceInfo(name="H100", compute_capability="9.0", sm_count=132, sm_clock_khz=None,
+                          memory_clock_khz=None, memory_bus_bits=None, l2_bytes=50 << 20,
+                          total_memory_bytes=80 << 30)
 
     def close(self) -> None:
         self.closed = True

@@ -54,8 +54,10 @@ class Backend(Protocol):
     def load_kernel(self, cubin: str, symbol: str) -> Any:
         """The kernel ``symbol`` of the cubin at path ``cubin``; freed when the backend closes."""
 
-    def launch(self, kernel: Any, geometry: Geometry, args: Sequence[Any]) -> None:
-        """Queue one launch; raises :class:`LaunchRejected`."""
+    def launch(self, kernel: Any, geometry: Geometry | None, args: Sequence[Any]) -> None:
+        """Queue one launch; raises :class:`LaunchRejected`. ``kernel`` may be a
+        :class:`~kernelpro.runner.sequence.BoundSequence` (``geometry`` None, ``args`` the task's
+        arguments): then each of its launches is queued in turn, with its own geometry and arguments."""
 
     def synchronize(self) -> None:
         """Wait for queued work; raises :class:`KernelFault` when a kernel faulted."""

@@ -140,7 +140,8 @@ class DeviceBuffers:
         self.reset(inputs)
 
     def reset(self, inputs: InputSet) -> None:
-        """Upload the inputs (``in`` and ``inout``), poison the ``out`` buffers, rewrite the guards."""
+        """Upload the inputs (``in`` and ``inout``), poison the ``out`` and ``scratch`` buffers, rewrite the
+        guards."""
         for arg in self.task.buffers:
             buffer = self.buffers[arg.name]
             if arg.is_input:
@@ -150,9 +151,10 @@ class DeviceBuffers:
             buffer.fill_guards()
 
     def scrub(self) -> None:
-        """Poison the ``out`` and ``inout`` buffers (before freeing them)."""
-        for arg in self.task.outputs:
-            poison(self.buffers[arg.name].array, arg.dtype)
+        """Poison the ``out``, ``inout`` and ``scratch`` buffers (before freeing them)."""
+        for arg in self.task.buffers:
+            if arg.is_output or arg.is_scratch:
+                poison(self.buffers[arg.name].array, arg.dtype)
 
     def kernel_args(self, scalars: Mapping[str, Any]) -> tuple[Any, ...]:
         """The kernel's arguments in signature order: interior arrays and typed scalars."""

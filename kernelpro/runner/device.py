@@ -40,6 +40,7 @@ from kernelpro.errors import KernelproError
 from kernelpro.runner.backend import Geometry, KernelFault, LaunchRejected
 from kernelpro.runner.nvml import NvmlMonitor
 from kernelpro.runner.records import DeviceInfo, GpuState
+from kernelpro.runner.sequence import BoundSequence
 
 # CUfunction_attribute CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES (cuda.h), when CuPy does not export it.
 _MAX_DYNAMIC_SHARED_ATTRIBUTE = 8
@@ -177,7 +178,10 @@ class CupyBackend:
         self._kernels.append(kernel)
         return kernel
 
-    def launch(self, kernel: _Kernel, geometry: Geometry, args: Sequence[Any]) -> None:
+    def launch(self, kernel: _Kernel | BoundSequence, geometry: Geometry | None, args: Sequence[Any]) -> None:
+        if isinstance(kernel, BoundSequence):  # a launch sequence: each step comes back here
+            kernel.issue(self, args)
+            return
         try:
             if geometry.shared_mem > kernel.max_dynamic_shared:
                 attribute = getattr(self.cp.cuda.driver, "CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES",

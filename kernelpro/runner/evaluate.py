@@ -16,14 +16,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from kernelpro.candidate_launch import candidate_plan, has_launch_block
 from kernelpro.compiler import Compiler, CompileRequest, CompileResult, default_arch, format_diagnostics_for_model
-from kernelpro.cuda_source import find_kernels
-from kernelpro.errors import KernelproError
+from kernelpro.errors import KernelproError, TaskError
+from kernelpro.instantiate import plan_symbols, with_instantiations
 from kernelpro.runner import sanitizer
 from kernelpro.runner.inputs import fresh_seed
 from kernelpro.runner.jobs import smallest_size
 from kernelpro.runner.profiled_program import make_launch_once_job
 from kernelpro.runner.records import CheckFailure, WallVerdict
+from kernelpro.runner.sequence import reference_plan
 from kernelpro.runner.supervisor import JobFailure, Supervisor
 from kernelpro.runner.timing import TimingOptions
 from kernelpro.runner.wall import WallConfig
@@ -50,22 +52,15 @@ class WallOptions:
     sanitizer_timeout_s: float = 600.0
 
 
-def signature_failure(task: Task, source: str) -> CheckFailure | None:
-    """A ``signature`` failure when ``source`` lacks the entry kernel or changes its parameter types."""
-    kernels = find_kernels(source)
-    if task.kernel not in kernels:
-        found = ", ".join(kernels) or "none"
-        return CheckFailure("signature", f"the candidate has no __global__ kernel {task.kernel!r} (found: {found})",
-                            {"kernel": task.kernel})
-    theirs = [(p.is_pointer, p.base_type) for p in kernels[task.kernel].params]
-    ours = [(p.is_pointer, p.base_type) for p in task.signature.params]
-    if theirs != ours:
-        return CheckFailure(
-            "signature",
-            f"the candidate's {task.kernel}({', '.join(p.text for p in kernels[task.kernel].params)}) does not take "
-            f"the task's parameters ({', '.join(p.text for p in task.signature.params)})",
-            {"kernel": task.kernel},
-        )
+def signature_failure(task: Task, source: str, knobs: Mapping[str, Any] | None = None,
+                      source_name: str = "candidate.cu") -> CheckFailure | None:
+    """A ``signature`` failure when ``source`` lacks a kernel of the task's launch sequence or changes its
+    parameter types, a ``launch`` failure when its own ``/* kernelpro launch */`` block is wrong."""
+    try:
+        candidate_plan(task, source, source_name, knobs)
+    except TaskError as exc:
+        check = "launch" if has_launch_block(source) else "signature"
+        return CheckFailure(check, str(exc) if check == "launch" else exc.message, {"kernel": task.kernel})
     return None
 
 
@@ -129,38 +124,46 @@ class Evaluator:
         def stop(failure: CheckFailure, **extra: Any) -> WallVerdict:
             return replace(base, failures=(failure,), seconds=time.perf_counter() - started, **extra)
 
-        failure = signature_failure(task, source)
+        failure = signature_failure(task, source, knobs, source_name)
         if failure is not None:
             return stop(failure)
-        reference_name = task.correctness.reference or task.kernel
-        reference = self.compiler.compile(CompileRequest(task.source, self.arch, task.defines(),
-                                                         source_name=str(task.path)))
-        reference_symbol = kernel_symbol(reference, reference_name) if reference.ok else None
-        if reference_symbol is None:
-            why = _first_error(reference) if not reference.ok else f"no kernel {reference_name!r} in the cubin"
-            return stop(CheckFailure("reference", f"the task's reference {reference_name} cannot be built: {why}"))
-        candidate = self.compiler.compile(CompileRequest(source, self.arch, task.defines(knobs), tuple(flags),
-                                                         source_name=source_name))
+        plan = candidate_plan(task, source, source_name, knobs)
+        reference = self.compiler.compile(CompileRequest(with_instantiations(task.source, task.plan), self.arch,
+                                                         task.defines(), source_name=str(task.path)))
+        reference_symbols: dict[str, str] = {}
+        if not task.reference_is_comparator:
+            reference_symbols, missing = plan_symbols(reference, reference_plan(task), dict(task.defines()))
+            if not reference.ok or missing is not None:
+                why = _first_error(reference) if not reference.ok else f"no kernel {missing!r} in the cubin"
+                return stop(CheckFailure("reference", f"the task's reference cannot be built: {why}"))
+        candidate = self.compiler.compile(CompileRequest(with_instantiations(source, plan), self.arch,
+                                                         task.defines(knobs), tuple(flags), source_name=source_name))
         if not candidate.ok:
             return stop(CheckFailure("compile", format_diagnostics_for_model(candidate.diagnostics, source, 2000),
                                      {"errors": len(candidate.errors)}))
-        symbol = kernel_symbol(candidate, task.kernel)
-        if symbol is None:
-            return stop(CheckFailure("signature", f"the compiled candidate has no kernel {task.kernel!r}"))
-        sass_failures, notes = self._sass_failures(task, candidate, symbol)
-        if sass_failures:
-            return replace(stop(sass_failures[0]), notes=tuple(notes))
+        symbols, missing = plan_symbols(candidate, plan, dict(task.defines(knobs)))
+        if missing is not None:
+            return stop(CheckFailure("signature", f"the compiled candidate has no kernel {missing!r}"))
+        symbol = symbols[plan[0].kernel]
+        notes: list[str] = []
+        for kernel_symbol_name in dict.fromkeys(symbols.values()):
+            sass_failures, more_notes = self._sass_failures(task, candidate, kernel_symbol_name)
+            notes += more_notes
+            if sass_failures:
+                return replace(stop(sass_failures[0]), notes=tuple(notes))
 
         config = WallConfig(seed=seed, input_sets=options.input_sets, extra_size_sets=options.extra_size_sets,
                             time=options.time, timing=options.timing, guard_bytes=options.guard_bytes)
         params = {"task_source": task.source, "task_path": str(task.path), "knobs": knobs,
-                  "reference_cubin": str(reference.cubin), "reference_symbol": reference_symbol,
-                  "candidate_cubin": str(candidate.cubin), "candidate_symbol": symbol, "config": config.to_dict()}
+                  "reference_cubin": str(reference.cubin), "reference_symbols": reference_symbols,
+                  "candidate_cubin": str(candidate.cubin), "candidate_symbol": symbol, "candidate_symbols": symbols,
+                  "candidate_source": source, "config": config.to_dict()}
         job = self.supervisor.run("wall", params, timeout=options.timeout_s, idle_timeout=options.idle_timeout_s)
         verdict = WallVerdict.from_dict(job.value) if job.ok else replace(base, failures=(_job_failure(job.failure),))
         extra_failures, extra_flags = [], []
         if options.sanitizer and verdict.ok:
-            extra_failures, extra_flags, more_notes = self._sanitize(task, candidate, symbol, knobs, seed, options)
+            extra_failures, extra_flags, more_notes = self._sanitize(task, candidate, symbol, knobs, seed, options,
+                                                                     source, symbols)
             notes += more_notes
         return replace(verdict, failures=verdict.failures + tuple(extra_failures),
                        flags=verdict.flags + tuple(extra_flags), notes=verdict.notes + tuple(notes),
@@ -172,19 +175,21 @@ class Evaluator:
             kernels = sass_for_cubin(result.cubin)
         except KernelproError as exc:
             return [], [f"SASS not checked for lower-precision arithmetic: {exc}"]
-        kernel = kernels.get(symbol) or next((k for k in kernels.values() if k.base_name == task.kernel), None)
+        kernel = kernels.get(symbol)
         if kernel is None:
             return [], [f"SASS not checked: no function {symbol} in the disassembly"]
         failure = lower_precision_failure(task, kernel)
         return ([failure] if failure else []), []
 
     def _sanitize(self, task: Task, candidate: CompileResult, symbol: str, knobs: Mapping[str, Any], seed: int,
-                  options: WallOptions) -> tuple[list[CheckFailure], list[CheckFailure], list[str]]:
-        runs = sanitizer_plan(task, knobs, _uses_shared_memory(task, candidate, symbol, knobs), options.sanitize_all)
+                  options: WallOptions, source: str, symbols: Mapping[str, str],
+                  ) -> tuple[list[CheckFailure], list[CheckFailure], list[str]]:
+        shared = _uses_shared_memory(task, candidate, symbols, knobs, candidate_plan(task, source, knobs=knobs))
+        runs = sanitizer_plan(task, knobs, shared, options.sanitize_all)
         failures, flags = [], []
         for tool, size_index in runs:
             job = make_launch_once_job(task, candidate.cubin, symbol, knobs, launches=1, size_index=size_index,
-                                       seed=seed)
+                                       seed=seed, source=source, symbols=symbols)
             try:
                 report = sanitizer.run_sanitizer(tool, job, options.sanitizer_timeout_s)
             except KernelproError as exc:
@@ -212,10 +217,12 @@ def sanitizer_plan(task: Task, knobs: Mapping[str, Any], shared_memory: bool,
     return runs
 
 
-def _uses_shared_memory(task: Task, result: CompileResult, symbol: str, knobs: Mapping[str, Any]) -> bool:
-    if result.resources[symbol].shared_static_bytes > 0:
+def _uses_shared_memory(task: Task, result: CompileResult, symbols: Mapping[str, str], knobs: Mapping[str, Any],
+                        plan: tuple) -> bool:
+    if any(result.resources[s].shared_static_bytes > 0 for s in symbols.values()):
         return True
-    return any(task.dynamic_shared_bytes(task.env(sizes=s, knobs=knobs)) > 0 for s in task.problem_sizes())
+    return any(launch.shared_bytes(task.env(sizes=s, knobs=knobs)) > 0 for s in task.problem_sizes()
+               for launch in plan)
 
 
 def _first_error(result: CompileResult) -> str:

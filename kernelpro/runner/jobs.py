@@ -13,14 +13,18 @@ import math
 import time
 from typing import Any
 
-from kernelpro.runner.backend import Geometry, LaunchRejected
+from kernelpro.candidate_launch import candidate_plan
+from kernelpro.device_values import values_for_device
+from kernelpro.runner.backend import LaunchRejected
 from kernelpro.runner.buffers import DeviceBuffers
 from kernelpro.runner.device import CupyBackend, gpu_memory_stats
 from kernelpro.runner.inputs import make_inputs, scalar_args
 from kernelpro.runner.records import CheckFailure, WallVerdict
+from kernelpro.runner.sequence import ComparatorReference, LaunchSequence, reference_plan
 from kernelpro.runner.wall import Wall, WallConfig, WallResult
 from kernelpro.runner.worker import JobContext
 from kernelpro.task import Task
+from kernelpro.task_checks import memory_problem
 from kernelpro.task_loader import parse_task
 
 
@@ -54,15 +58,49 @@ def wall_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
 
 def _run_wall(task: Task, backend: CupyBackend, params: dict[str, Any], config: WallConfig,
               ctx: JobContext) -> WallResult:
-    kernels = {}
+    problem = too_big_for(task, backend.device_info())
+    if problem is not None:  # the loader checked an H100's 80 GB; this GPU may have less
+        return WallResult((CheckFailure("reference", problem + ": a task problem, not the candidate's"),), (), {},
+                          None, False)
+    sequences = {}
     for role, check in (("reference", "reference"), ("candidate", "launch")):
         try:
-            kernels[role] = backend.load_kernel(params[f"{role}_cubin"], params[f"{role}_symbol"])
+            sequences[role] = load_sequence(task, backend, params, role)
         except LaunchRejected as exc:
             return WallResult((CheckFailure(check, str(exc), {"role": role}),), (), {}, None, False)
-    wall = Wall(task, backend, kernels["reference"], kernels["candidate"], params.get("knobs", {}), config,
+    wall = Wall(task, backend, sequences["reference"], sequences["candidate"], params.get("knobs", {}), config,
                 ctx.progress)
     return wall.run()
+
+
+def too_big_for(task: Task, info: Any) -> str | None:
+    """Why the task's buffers do not fit in the visible GPU's memory at some problem size (None when they do)."""
+    device = values_for_device(info.compute_capability, info.sm_count, info.l2_bytes)
+    for sizes in task.problem_sizes():
+        label = ", ".join(f"{k}={v}" for k, v in sizes.items()) or "the default size"
+        problem = memory_problem(task, task.env(sizes=sizes, device=device), label, info.total_memory_bytes)
+        if problem is not None:
+            return problem
+    return None
+
+
+def load_sequence(task: Task, backend: Any, params: dict[str, Any], role: str) -> LaunchSequence | ComparatorReference:
+    """The ``role``'s launch sequence with its kernels loaded from ``{role}_cubin``.
+
+    ``{role}_symbols`` maps each launch's kernel to its symbol; the candidate's plan is read from
+    ``candidate_source`` (its own launch block, else the task's). Without symbols (older job files),
+    ``{role}_symbol`` is the one kernel of a single-launch task.
+    """
+    if role == "reference" and task.reference_is_comparator:
+        return ComparatorReference(task)
+    if role == "candidate" and params.get("candidate_source") is not None:
+        plan = candidate_plan(task, params["candidate_source"], knobs=params.get("knobs", {}))
+    else:
+        plan = reference_plan(task) if role == "reference" else task.plan
+    symbols = params.get(f"{role}_symbols") or {plan[0].kernel: params[f"{role}_symbol"]}
+    cubin = params[f"{role}_cubin"]
+    kernels = {text: backend.load_kernel(cubin, symbol) for text, symbol in symbols.items()}
+    return LaunchSequence(task, plan, kernels)
 
 
 def smallest_size(task: Task, knobs: dict[str, Any]) -> int:
@@ -80,16 +118,17 @@ def launch_once_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     knobs = dict(params.get("knobs", {}))
     size_index = params["size_index"] if params.get("size_index") is not None else smallest_size(task, knobs)
     sizes = task.problem_sizes()[size_index]
-    env = task.env(sizes=sizes, knobs=knobs)
     backend = CupyBackend(int(params.get("device", 0)), use_pool=False)
+    info = backend.device_info()
+    env = task.env(sizes=sizes, knobs=knobs, device=values_for_device(info.compute_capability, info.sm_count,
+                                                                       info.l2_bytes))
     try:
-        kernel = backend.load_kernel(params["candidate_cubin"], params["candidate_symbol"])
+        sequence = load_sequence(task, backend, params, "candidate").bind(env)
         inputs = make_inputs(task, task.env(sizes=sizes), int(params.get("seed", 0)), size_index, 0)
         shapes = {arg.name: task.shape(arg, env) for arg in task.buffers}
         buffers = DeviceBuffers(backend.xp, task, shapes, inputs, 0, backend.to_host)
-        geometry = Geometry(task.grid(env), task.block(env), task.dynamic_shared_bytes(env))
         for _ in range(int(params.get("launches", 1))):
-            backend.launch(kernel, geometry, buffers.kernel_args(scalar_args(task, env)))
+            sequence.issue(backend, buffers.kernel_args(scalar_args(task, env)))
         backend.synchronize()
         del buffers
     finally:

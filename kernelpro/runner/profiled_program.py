@@ -24,30 +24,34 @@ from kernelpro.task import Task
 
 
 def make_launch_once_job(task: Task, cubin: str | Path, symbol: str, knobs: Mapping[str, Any], launches: int,
-                    size_index: int | None = 0, seed: int = 0) -> dict[str, Any]:
+                         size_index: int | None = 0, seed: int = 0, source: str | None = None,
+                         symbols: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The ``launch-once`` job (``{"kind", "params"}``) for ``symbol`` in ``cubin`` with ``knobs``.
 
     ``size_index`` picks the problem size (0: the benchmark size; None: the smallest, as for the
-    sanitizers); ``launches`` is how many times the kernel is launched.
+    sanitizers); ``launches`` is how many times the kernel is launched. With the candidate's ``source`` and
+    ``symbols`` (launch kernel text → symbol), its launch sequence is what is launched.
     """
     if launches < 1:
         raise ValueError(f"launches must be at least 1, not {launches}")
     return {"kind": "launch-once", "params": {
         "task_source": task.source, "task_path": str(task.path), "knobs": dict(knobs),
         "candidate_cubin": str(cubin), "candidate_symbol": symbol, "seed": seed,
-        "size_index": size_index, "launches": launches}}
+        "size_index": size_index, "launches": launches,
+        **({"candidate_source": source, "candidate_symbols": dict(symbols)} if source is not None and symbols else {})}}
 
 
 @contextmanager
 def launch_once_program(task: Task, cubin: str | Path, symbol: str, knobs: Mapping[str, Any], launches: int,
-                        size_index: int | None = 0, seed: int = 0) -> Iterator[list[str]]:
+                        size_index: int | None = 0, seed: int = 0, source: str | None = None,
+                        symbols: Mapping[str, str] | None = None) -> Iterator[list[str]]:
     """The argv of a worker that launches ``symbol`` ``launches`` times, valid inside the ``with`` block.
 
     Writes the :func:`make_launch_once_job` to a temporary JSON file, yields
     ``[sys.executable, "-m", "kernelpro.runner.worker", "--job", path]`` and deletes the file afterwards
     (also when the block raises).
     """
-    text = json.dumps(make_launch_once_job(task, cubin, symbol, knobs, launches, size_index, seed))
+    text = json.dumps(make_launch_once_job(task, cubin, symbol, knobs, launches, size_index, seed, source, symbols))
     with tempfile.NamedTemporaryFile("w", prefix="kernelpro-launch-", suffix=".json", delete=False) as handle:
         handle.write(text)
     try:

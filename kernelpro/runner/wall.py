@@ -36,13 +36,16 @@ from typing import Any
 
 import numpy as np
 
+from kernelpro.device_values import values_for_device
+from kernelpro.expr import ExprError
 from kernelpro.runner import bounds
-from kernelpro.runner.backend import Backend, Geometry, KernelFault, LaunchRejected
+from kernelpro.runner.backend import Backend, KernelFault, LaunchRejected
 from kernelpro.runner.buffers import DeviceBuffers, GuardDamage, first_difference
 from kernelpro.runner.compare import compare_output
 from kernelpro.runner.drawn_size import draw_size
 from kernelpro.runner.inputs import FLOAT_DISTRIBUTIONS, InputSet, as_float64, make_inputs, scalar_args
 from kernelpro.runner.records import CheckFailure, Timing
+from kernelpro.runner.sequence import as_sequence
 from kernelpro.runner.timed_check import TimedBuffers, TimedReport, UncheckedTimedBuffers
 from kernelpro.runner.timing import TimingOptions, time_kernel
 from kernelpro.task import FLOAT_DTYPES, Task
@@ -111,8 +114,11 @@ class Wall:
                  progress: Callable[[str], None] | None = None) -> None:
         self.task = task
         self.backend = backend
-        self.reference = reference
-        self.candidate = candidate
+        # A loaded kernel stands for the task's own launch sequence of it (a single-kernel task).
+        self.reference = as_sequence(task, reference)
+        self.candidate = as_sequence(task, candidate)
+        info = backend.device_info()
+        self.device = values_for_device(info.compute_capability, info.sm_count, info.l2_bytes)
         self.knobs = dict(knobs)
         self.config = config
         self.progress = progress or (lambda stage: None)
@@ -127,7 +133,9 @@ class Wall:
     def run(self) -> WallResult:
         """Run every check; the first failing step ends the run."""
         checked: dict[str, Any] = {"sizes": [], "input_sets": 0, "reference": self.task.correctness.reference
-                                   or f"{self.task.kernel} (default knobs)"}
+                                   or f"{self.reference.label} (default knobs)"}
+        if self.task.is_sequence or self.candidate.plan != self.task.plan:
+            checked["launch_sequence"] = [launch.kernel for launch in self.candidate.plan]
         timing, flags = None, []
         sizes_to_check = self.task.problem_sizes()
         drawn = draw_size(self.task, self.config.seed, self.knobs) if self.config.draw_size else None
@@ -158,7 +166,8 @@ class Wall:
 
     # --- one input set ----------------------------------------------------------------------------
     def _envs(self, sizes: Mapping[str, int]) -> tuple[dict, dict]:
-        return self.task.env(sizes=sizes), self.task.env(sizes=sizes, knobs=self.knobs)
+        return (self.task.env(sizes=sizes, device=self.device),
+                self.task.env(sizes=sizes, knobs=self.knobs, device=self.device))
 
     def _shapes(self, env_ref: Mapping, env_cand: Mapping, where: dict) -> dict[str, tuple[int, ...]]:
         shapes = {}
@@ -205,7 +214,12 @@ class Wall:
         args = buffers.kernel_args(scalar_args(self.task, env))
         label = f"{role} launch ({context})"
         self.progress(label)
-        self._run(role, kernel, self._geometry(env), args, label, where)
+        try:
+            bound = kernel.bind(env)
+        except ExprError as exc:  # e.g. a launch expression over this GPU's device values that divides by zero
+            raise _Stop([CheckFailure("reference" if role == "reference" else "launch", f"{label}: {exc}",
+                                      where)]) from None
+        self._run(role, bound, args, label, where)
         outputs = buffers.outputs()
         failures = self._guard_failures(role, buffers, label, where) + self._input_failures(role, buffers, inputs,
                                                                                             label, where)
@@ -215,15 +229,12 @@ class Wall:
             buffers.scrub()  # the pool may hand this memory to the candidate: leave no answers in it
         return outputs
 
-    def _geometry(self, env: Mapping) -> Geometry:
-        return Geometry(self.task.grid(env), self.task.block(env), self.task.dynamic_shared_bytes(env))
-
-    def _run(self, role: str, kernel: Any, geometry: Geometry, args: tuple, label: str, where: dict) -> None:
+    def _run(self, role: str, sequence: Any, args: tuple, label: str, where: dict) -> None:
         self.launches += 1
-        details = {**where, "role": role, "grid": list(geometry.grid), "block": list(geometry.block),
-                   "shared_mem": geometry.shared_mem}
+        steps = sequence.describe()
+        details = {**where, "role": role, **(steps[0] if len(steps) == 1 else {"launches": steps})}
         try:
-            self.backend.launch(kernel, geometry, args)
+            sequence.issue(self.backend, args)
             self.backend.synchronize()
         except LaunchRejected as exc:
             raise _Stop([CheckFailure("reference" if role == "reference" else "launch", f"{label}: {exc}",
@@ -307,7 +318,7 @@ class Wall:
         self.progress("timing")
         label = f"timed launches ({size_label(self.task, sizes)})"
         try:
-            timing = time_kernel(self.backend, self.candidate, self._geometry(env_cand), hooks, working_set,
+            timing = time_kernel(self.backend, self.candidate.bind(env_cand), None, hooks, working_set,
                                  self.config.timing, self.progress)
         except LaunchRejected as exc:
             raise _Stop([CheckFailure("launch", f"{label}: {exc}", where)]) from None
