@@ -420,7 +420,7 @@ class _Loader(TomlReader):
         for name, span in table.items():
             if name not in params:
                 raise self.error(f"drawn_size sets unknown parameter {name!r}", "correctness", "drawn_size",
-                                 fix=_did_you_mean(name, params))
+                                 fix=did_you_mean(name, params))
             ok = (isinstance(span, list) and len(span) == 2
                   and all(isinstance(v, int) and not isinstance(v, bool) for v in span) and 1 <= span[0] <= span[1])
             if not ok:
@@ -441,7 +441,7 @@ class _Loader(TomlReader):
         for name, reason in table.items():
             if name not in known:
                 raise self.error(f"unknown input distribution {name!r} in exclude_distributions", "correctness",
-                                 "exclude_distributions", fix=_did_you_mean(name, known))
+                                 "exclude_distributions", fix=did_you_mean(name, known))
             if not isinstance(reason, str) or not reason.strip():
                 raise self.error(f"exclude_distributions {name} needs a reason", "correctness",
                                  "exclude_distributions", fix=f'{name} = "why the kernel cannot take these inputs"')

@@ -204,6 +204,7 @@ def test_missing_sanitizer_says_not_sanitized(compiler: Compiler) -> None:
     task = load_task(WALL / "scale.cu")
     result = compiler.compile(CompileRequest(task.source, "sm_90", task.defines()))
     with Evaluator(supervisor=Supervisor(), compiler=compiler, arch="sm_90") as evaluator:
-        failures, flags, _ = evaluator._sanitize(task, result, "scale", {}, 1, WallOptions(sanitizer=True))
+        failures, flags, _ = evaluator._sanitize(task, result, "scale", {}, 1, WallOptions(sanitizer=True),
+                                                task.source, {"scale": "scale"})
     assert failures == [] and [f.check for f in flags] == ["not-sanitized"]
     assert flags[0].message.startswith("not sanitized:")
