@@ -9,7 +9,8 @@ randomized maximin design: each is the candidate farthest from everything asked 
 random subset, so the start covers every knob's range without always taking the corners.
 
 **Then** a Gaussian process on log time (:mod:`kernelpro.search.gp`, one length scale per knob) and
-expected improvement over every configuration not asked yet. A failed configuration is told to the model
+expected improvement over the configurations not asked yet (in a large space: a seeded sample of them,
+plus every one within a knob or two of the best observed, where good configurations cluster). A failed configuration is told to the model
 as the slowest time seen (it teaches the model that region is bad and is never proposed again); it never
 stops the tuner. Several configurations asked at once (``ask(k)``) or asked but not told yet are placed
 by the kriging believer: each is added to the model at its predicted time before the next is chosen, so
@@ -30,6 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -39,7 +41,8 @@ Config = tuple[str, ...]  # knob values as text, in KnobSpace.names order
 
 MIN_INITIAL = 4
 MAXIMIN_POOL = 256  # candidates considered per space-filling pick
-MAX_CANDIDATES = 20000  # acquisition scored on a seeded subset of larger spaces
+SCORED = 2000  # configurations the acquisition scores per ask: a seeded sample plus the incumbents' neighbours
+NEIGHBOURS = ((1, 2), (4, 1))  # (how many of the best observations, knobs they may differ in)
 REFIT_GROWTH = 1.25  # length scales are refitted when the observations grow by this factor
 
 
@@ -71,12 +74,34 @@ class KnobSpace:
         return tuple(n for n in self.names if len(self.values[n]) > 1)
 
     def encode(self, configs: Sequence[Config]) -> np.ndarray:
-        """Each configuration as its varying knobs' value positions scaled to [0, 1]."""
-        columns = [i for i, n in enumerate(self.names) if len(self.values[n]) > 1]
-        index = [{v: j / max(len(self.values[n]) - 1, 1) for j, v in enumerate(self.values[n])} for n in self.names]
+        """Each configuration as features in [0, 1] (see :meth:`columns`)."""
+        columns = self.columns()
         if not columns:
             return np.zeros((len(configs), 1))
-        return np.array([[index[i][c[i]] for i in columns] for c in configs], dtype=float)
+        at = {n: i for i, n in enumerate(self.names)}
+        return np.array([[table[c[at[name]]] for name, table in columns] for c in configs], dtype=float)
+
+    def columns(self) -> list[tuple[str, dict[str, float]]]:
+        """The model's features, as (knob, value text → feature) pairs: every varying knob's value position
+        scaled to [0, 1]; and for a knob of integers with more than two values, also their alignment (how
+        many times 2 divides the value, scaled to [0, 1]), since GPU performance follows alignment to warps,
+        memory transactions and banks rather than distance in the list (96 threads is not between 64 and
+        128 in any way the hardware cares about)."""
+        columns = []
+        for name in self.varying:
+            values = self.values[name]
+            columns.append((name, {v: j / (len(values) - 1) for j, v in enumerate(values)}))
+            numbers = [_integer(v) for v in values]
+            if len(values) > 2 and all(n is not None and n > 0 for n in numbers):
+                twos = [_twos(n) for n in numbers]  # type: ignore[arg-type]
+                lo, hi = min(twos), max(twos)
+                if hi > lo:
+                    columns.append((name, {v: (t - lo) / (hi - lo) for v, t in zip(values, twos, strict=True)}))
+        return columns
+
+    @cached_property
+    def valid(self) -> frozenset[Config]:
+        return frozenset(self.candidates)
 
     def config(self, knobs: Mapping[str, str]) -> Config:
         return tuple(str(knobs[n]) for n in self.names)
@@ -98,7 +123,6 @@ class KnobTuner:
         self.initial = initial or max(MIN_INITIAL, len(space.varying) + 1)
         self._order: list[Config] = []  # asked (or told unasked), in order
         self._results: dict[Config, float | None] = {}  # told: time, or None when it failed
-        self._valid = set(space.candidates)
         self._features = space.encode(space.candidates)
         self._row = {c: i for i, c in enumerate(space.candidates)}
         self._scales: dict[int, np.ndarray] = {}  # checkpoint m -> length scales fitted on m observations
@@ -108,7 +132,7 @@ class KnobTuner:
     def tell(self, config: Config, time_us: float | None) -> None:
         """The result of evaluating ``config``: its time, or None when it failed (any stage)."""
         config = tuple(config)
-        if config not in self._valid:
+        if config not in self.space.valid:
             raise ValueError(f"configuration {config} is not in the knob space")
         if time_us is not None and not (math.isfinite(time_us) and time_us > 0):
             time_us = None  # a time that can't be a time is a failure of the measurement
@@ -126,6 +150,11 @@ class KnobTuner:
             chosen.append(config)
         self._order += chosen
         return chosen
+
+    def mark_asked(self, config: Config) -> None:
+        """Record that ``config`` was asked (replaying a journal that holds the asks, not the tuner)."""
+        if tuple(config) not in self._order:
+            self._order.append(tuple(config))
 
     @property
     def exhausted(self) -> bool:
@@ -176,11 +205,29 @@ class KnobTuner:
             px = self._features[[self._row[c] for c in pending]]
             mu, _ = gp.predict(model, px)
             model = gp.fit(np.vstack([x, px]), np.concatenate([y, mu]), scales)
-        if len(free) > MAX_CANDIDATES:
-            free = sorted(rng.choice(free, MAX_CANDIDATES, replace=False).tolist())
+        free = self._scored(free, observed, rng)
         mu, sigma = gp.predict(model, self._features[free])
         ei = gp.expected_improvement(mu, sigma, float(y.min()))
         return free[int(np.argmax(ei))]
+
+    def _scored(self, free: list[int], observed: list[tuple[Config, float | None]],
+                rng: np.random.Generator) -> list[int]:
+        """The configurations to score: all of a small space; else a seeded sample of ``SCORED`` plus every
+        free configuration within a knob or two of the best ones observed (where the optimum usually is)."""
+        if len(free) <= SCORED:
+            return free
+        ranked = sorted((t, i) for i, (_, t) in enumerate(observed) if t is not None)
+        rows = np.array(free)
+        near = np.zeros(len(free), dtype=bool)
+        start = 0
+        for count, knobs in NEIGHBOURS:
+            for _, i in ranked[start:start + count]:
+                centre = self._features[self._row[observed[i][0]]]
+                near |= (self._features[rows] != centre).sum(1) <= knobs
+            start += count
+        sample = rng.choice(len(free), SCORED, replace=False)
+        near[sample] = True
+        return rows[near].tolist()
 
     def _fitted_scales(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Length scales fitted on the first ``m`` observations, ``m`` the last checkpoint reached."""
@@ -193,3 +240,15 @@ class KnobTuner:
             ys = (ym - ym.mean()) / (ym.std() or 1.0)
             self._scales[m] = gp.choose_scales(x[:m], ys, np.random.default_rng([self.seed, m, 1]))
         return self._scales[m]
+
+
+def _integer(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _twos(n: int) -> int:
+    """How many times 2 divides ``n`` (n > 0)."""
+    return (n & -n).bit_length() - 1
