@@ -18,6 +18,8 @@ import numpy as np
 NUGGET = 1e-3  # relative noise variance: repeated timings of one kernel differ by ~1-3%
 SCALE_CANDIDATES = 48  # length-scale vectors tried per hyperparameter fit
 SCALE_RANGE = (0.05, 3.0)  # per-knob length scales, in units of the knob's whole range
+SCALE_PRIOR = (math.log(0.5), 1.0)  # log-normal prior on each length scale (mean of the log, its sd)
+REFINE_ROUNDS = 2  # coordinate passes (halve or double one length scale) after the random candidates
 
 
 def matern52(a: np.ndarray, b: np.ndarray, scales: np.ndarray) -> np.ndarray:
@@ -51,17 +53,28 @@ def profile_log_likelihood(x: np.ndarray, y: np.ndarray, scales: np.ndarray) -> 
         return -math.inf
     alpha = np.linalg.solve(chol.T, np.linalg.solve(chol, y))
     variance = max(float(y @ alpha) / n, 1e-12)
-    return -0.5 * n * math.log(variance) - float(np.log(np.diag(chol)).sum())
+    prior = -0.5 * float((((np.log(scales) - SCALE_PRIOR[0]) / SCALE_PRIOR[1]) ** 2).sum())
+    return -0.5 * n * math.log(variance) - float(np.log(np.diag(chol)).sum()) + prior
 
 
 def choose_scales(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The best length-scale vector by profile likelihood among isotropic ones and seeded random ARD ones."""
+    """Length scales by maximum a posteriori (profile likelihood and a log-normal prior): the best of
+    isotropic and seeded random ARD candidates, then refined one knob at a time (halved or doubled)."""
     d = x.shape[1]
     lo, hi = (math.log(v) for v in SCALE_RANGE)
     candidates = [np.full(d, s) for s in (0.15, 0.3, 0.6, 1.2)]
     candidates += list(np.exp(rng.uniform(lo, hi, size=(SCALE_CANDIDATES, d))))
     scores = [profile_log_likelihood(x, y, s) for s in candidates]
-    return candidates[int(np.argmax(scores))]
+    best, score = candidates[int(np.argmax(scores))], max(scores)
+    for _ in range(REFINE_ROUNDS):
+        for i in range(d):
+            for factor in (0.5, 2.0):
+                trial = best.copy()
+                trial[i] = min(max(trial[i] * factor, SCALE_RANGE[0]), SCALE_RANGE[1])
+                trial_score = profile_log_likelihood(x, y, trial)
+                if trial_score > score:
+                    best, score = trial, trial_score
+    return best
 
 
 def fit(x: np.ndarray, values: np.ndarray, scales: np.ndarray) -> GPFit:

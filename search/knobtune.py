@@ -9,10 +9,10 @@ randomized maximin design: each is the candidate farthest from everything asked 
 random subset, so the start covers every knob's range without always taking the corners.
 
 **Then** a Gaussian process on log time (:mod:`kernelpro.search.gp`, one length scale per knob) and
-expected improvement over the configurations not asked yet (in a large space: a seeded sample of them,
-plus every one within a knob or two of the best observed, where good configurations cluster). A failed configuration is told to the model
-as the slowest time seen (it teaches the model that region is bad and is never proposed again); it never
-stops the tuner. Several configurations asked at once (``ask(k)``) or asked but not told yet are placed
+expected improvement, times the probability of passing, over the configurations not asked yet (in a large space: a seeded sample of them,
+plus every one within a knob or two of the best observed, where good configurations cluster). A failed configuration teaches a second model, of
+the probability of passing, which scales the expected improvement (failures make their neighbourhood
+unlikely without distorting the time model); it is never proposed again and never stops the tuner. Several configurations asked at once (``ask(k)``) or asked but not told yet are placed
 by the kriging believer: each is added to the model at its predicted time before the next is chosen, so
 a batch spreads out. Results may be told in any order.
 
@@ -184,7 +184,7 @@ class KnobTuner:
         return self.space.candidates[self._expected_improvement(free, observed, chosen, rng)]
 
     def _maximin(self, free: list[int], taken: set[Config], rng: np.random.Generator) -> int:
-        pool = np.array(free) if len(free) <= MAXIMIN_POOL else rng.choice(free, MAXIMIN_POOL, replace=False)
+        pool = rng.permutation(free)[:MAXIMIN_POOL]  # ties go to the first: a seeded choice
         if not taken:
             return int(pool[0])
         seen = self._features[[self._row[c] for c in taken]]
@@ -194,10 +194,9 @@ class KnobTuner:
 
     def _expected_improvement(self, free: list[int], observed: list[tuple[Config, float | None]],
                               chosen: list[Config], rng: np.random.Generator) -> int:
-        times = [t for _, t in observed if t is not None]
-        worst = math.log(max(times))
-        x = self._features[[self._row[c] for c, _ in observed]]
-        y = np.array([worst if t is None else math.log(t) for _, t in observed])
+        passed = [(c, math.log(t)) for c, t in observed if t is not None]
+        x = self._features[[self._row[c] for c, _ in passed]]
+        y = np.array([v for _, v in passed])
         scales = self._fitted_scales(x, y)
         model = gp.fit(x, y, scales)
         pending = [c for c in self._order if c not in self._results] + chosen
@@ -206,9 +205,22 @@ class KnobTuner:
             mu, _ = gp.predict(model, px)
             model = gp.fit(np.vstack([x, px]), np.concatenate([y, mu]), scales)
         free = self._scored(free, observed, rng)
-        mu, sigma = gp.predict(model, self._features[free])
+        candidates = self._features[free]
+        mu, sigma = gp.predict(model, candidates)
         ei = gp.expected_improvement(mu, sigma, float(y.min()))
-        return free[int(np.argmax(ei))]
+        return free[int(np.argmax(ei * self._feasible(observed, scales, candidates)))]
+
+    def _feasible(self, observed: list[tuple[Config, float | None]], scales: np.ndarray,
+                  candidates: np.ndarray) -> np.ndarray | float:
+        """The probability each candidate passes: a GP on the pass/fail outcomes (1 everywhere while nothing
+        failed). Failures live in this model, not in the time model, so a failure next to the optimum makes
+        that neighbour unlikely without making the optimum look slow."""
+        failed = np.array([t is None for _, t in observed], dtype=float)
+        if not failed.any():
+            return 1.0
+        x = self._features[[self._row[c] for c, _ in observed]]
+        mu, _ = gp.predict(gp.fit(x, failed, scales), candidates)
+        return np.clip(1.0 - mu, 0.0, 1.0)
 
     def _scored(self, free: list[int], observed: list[tuple[Config, float | None]],
                 rng: np.random.Generator) -> list[int]:
