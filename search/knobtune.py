@@ -8,13 +8,15 @@ continuous relaxation: nothing it proposes is invalid, and a model never has to 
 randomized maximin design: each is the candidate farthest from everything asked so far, among a seeded
 random subset, so the start covers every knob's range without always taking the corners.
 
-**Then** a Gaussian process on log time (:mod:`kernelpro.search.gp`, one length scale per knob) and
-expected improvement, times the probability of passing, over the configurations not asked yet (in a large space: a seeded sample of them,
-plus every one within a knob or two of the best observed, where good configurations cluster). A failed configuration teaches a second model, of
-the probability of passing, which scales the expected improvement (failures make their neighbourhood
-unlikely without distorting the time model); it is never proposed again and never stops the tuner. Several configurations asked at once (``ask(k)``) or asked but not told yet are placed
-by the kriging believer: each is added to the model at its predicted time before the next is chosen, so
-a batch spreads out. Results may be told in any order.
+**Then** a Gaussian process on log time (:mod:`kernelpro.search.gp`, one length scale per feature) and
+expected improvement, times the probability of passing, over the configurations not asked yet (in a
+large space: a seeded sample of them, plus every one within a knob or two of the best observed, where
+good configurations cluster). A failed configuration teaches a second model, of the probability of
+passing, which scales the expected improvement: failures make their neighbourhood unlikely without
+distorting the time model. It is never proposed again and never stops the tuner. Several configurations
+asked at once (``ask(k)``), or asked but not told yet, are placed by the kriging believer: each is added
+to the model at its predicted time before the next is chosen, so a batch spreads out. Results may be
+told in any order.
 
 **Determinism.** Everything the tuner proposes is a function of its seed and the configurations asked and
 told, in ask order: length scales are refitted on the first ``m`` observations at fixed checkpoints ``m``
@@ -41,7 +43,8 @@ Config = tuple[str, ...]  # knob values as text, in KnobSpace.names order
 
 MIN_INITIAL = 4
 MAXIMIN_POOL = 256  # candidates considered per space-filling pick
-SCORED = 2000  # configurations the acquisition scores per ask: a seeded sample plus the incumbents' neighbours
+SCORED = 1000  # configurations the acquisition scores per ask: a seeded sample plus the incumbents' neighbours
+FEASIBILITY_CHECKED = 64  # best candidates by expected improvement that the pass/fail model weighs
 NEIGHBOURS = ((1, 2), (4, 1))  # (how many of the best observations, knobs they may differ in)
 REFIT_GROWTH = 1.25  # length scales are refitted when the observations grow by this factor
 
@@ -174,7 +177,9 @@ class KnobTuner:
 
     def _next(self, chosen: list[Config]) -> Config | None:
         taken = set(self._order) | set(chosen)
-        free = [i for i, c in enumerate(self.space.candidates) if c not in taken]
+        mask = np.ones(len(self.space.candidates), dtype=bool)
+        mask[[self._row[c] for c in taken]] = False
+        free = np.flatnonzero(mask).tolist()
         if not free:
             return None
         rng = np.random.default_rng([self.seed, len(taken)])
@@ -205,10 +210,11 @@ class KnobTuner:
             mu, _ = gp.predict(model, px)
             model = gp.fit(np.vstack([x, px]), np.concatenate([y, mu]), scales)
         free = self._scored(free, observed, rng)
-        candidates = self._features[free]
-        mu, sigma = gp.predict(model, candidates)
+        mu, sigma = gp.predict(model, self._features[free])
         ei = gp.expected_improvement(mu, sigma, float(y.min()))
-        return free[int(np.argmax(ei * self._feasible(observed, scales, candidates)))]
+        top = np.argsort(-ei, kind="stable")[:FEASIBILITY_CHECKED]  # the pass/fail model reorders these
+        score = ei[top] * self._feasible(observed, scales, self._features[[free[i] for i in top]])
+        return free[int(top[int(np.argmax(score))])]
 
     def _feasible(self, observed: list[tuple[Config, float | None]], scales: np.ndarray,
                   candidates: np.ndarray) -> np.ndarray | float:

@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kernelpro.search import Budget, MCTSConfig, read_journal, resume, start
-from kernelpro.search import gp
+from kernelpro.search import Budget, MCTSConfig, gp, read_journal, resume, start
 from kernelpro.search.journal import JOURNAL_NAME
 from kernelpro.search.knob_expansion import ORIGIN
 from kernelpro.search.knobtune import KnobSpace, KnobTuner

@@ -56,9 +56,14 @@ def kernel_tuner_version() -> str:
     return version("kernel_tuner")
 
 
-def strategy_options(strategy: str, budget: int, start: list[Any] | None = None) -> dict[str, Any]:
+BO_DEFAULT_POPSIZE = 20  # bayes_opt's initial sample; it raises on a space smaller than that
+
+
+def strategy_options(strategy: str, budget: int, start: list[Any] | None = None,
+                     space_size: int | None = None) -> dict[str, Any]:
     """Options passed to a Kernel Tuner strategy: its own defaults, the evaluation budget, and two documented
-    exceptions.
+    exceptions (and, on a space smaller than Bayesian optimization's initial sample, that sample capped at
+    the space, where Kernel Tuner would raise).
 
     - The genetic algorithm starts its first population from ``start`` (``x0``, its own option for the first
       individual), the configuration every strategy starts from for this seed. Random sampling and Bayesian
@@ -77,6 +82,8 @@ def strategy_options(strategy: str, budget: int, start: list[Any] | None = None)
         options["x0"] = list(start)
     if strategy == "bayes_opt":
         options["method"] = "multi-fast"
+        if space_size is not None and space_size < BO_DEFAULT_POPSIZE:
+            options["popsize"] = space_size
     return options
 
 
@@ -120,8 +127,9 @@ def to_kt_cache(table: Table) -> dict[str, Any]:
         cache[table.key(entry.knobs)] = result
     return {"device_name": table.gpu, "kernel_name": table.kernel, "problem_size": [1],
             "tune_params_keys": list(table.knobs), "tune_params": {n: list(v) for n, v in table.knobs.items()},
-            "objective": "time", "kernelpro_task": table.task, "kernelpro_default": None if table.default is None else dict(table.default),
-            "kernelpro_synthetic": table.synthetic, "cache": cache}
+            "objective": "time", "kernelpro_task": table.task,
+            "kernelpro_default": table.default and dict(table.default), "kernelpro_synthetic": table.synthetic,
+            "cache": cache}
 
 
 def from_kt_cache(data: Mapping[str, Any], *, environment: Mapping[str, Any] | None = None) -> Table:
@@ -172,7 +180,7 @@ def kt_trace(table: Table, strategy: str, seed: int, budget: int, cache_file: Pa
         return config_key(values) in valid
 
     start = table.start(seed)
-    options = strategy_options(strategy, budget, [start[n] for n in table.knobs])
+    options = strategy_options(strategy, budget, [start[n] for n in table.knobs], len(table.entries))
     with tempfile.TemporaryDirectory() as tmp, _seeded(seed):
         path = cache_file or write_kt_cache(table, Path(tmp) / "cache.json")
         with warnings.catch_warnings():

@@ -118,7 +118,7 @@ class Table:
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "task": self.task, "kernel": self.kernel, "synthetic": self.synthetic,
-                "knobs": {n: list(v) for n, v in self.knobs.items()}, "default": None if self.default is None else dict(self.default),
+                "knobs": {n: list(v) for n, v in self.knobs.items()}, "default": self.default and dict(self.default),
                 "environment": dict(self.environment), "entries": [e.to_dict() for e in self.entries]}
 
     @classmethod
