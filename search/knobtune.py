@@ -43,6 +43,7 @@ Config = tuple[str, ...]  # knob values as text, in KnobSpace.names order
 
 MIN_INITIAL = 4
 MAXIMIN_POOL = 256  # candidates considered per space-filling pick
+LOCAL_EVERY = 3  # every third model-based ask stays next to the best configuration (a local refinement step)
 SCORED = 1000  # configurations the acquisition scores per ask: a seeded sample plus the incumbents' neighbours
 FEASIBILITY_CHECKED = 64  # best candidates by expected improvement that the pass/fail model weighs
 NEIGHBOURS = ((1, 2), (4, 1))  # (how many of the best observations, knobs they may differ in)
@@ -127,6 +128,8 @@ class KnobTuner:
         self._order: list[Config] = []  # asked (or told unasked), in order
         self._results: dict[Config, float | None] = {}  # told: time, or None when it failed
         self._features = space.encode(space.candidates)
+        position = [{v: j for j, v in enumerate(space.values[n])} for n in space.names]
+        self._positions = np.array([[position[i][v] for i, v in enumerate(c)] for c in space.candidates], dtype=int)
         self._row = {c: i for i, c in enumerate(space.candidates)}
         self._scales: dict[int, np.ndarray] = {}  # checkpoint m -> length scales fitted on m observations
 
@@ -186,7 +189,20 @@ class KnobTuner:
         observed = self.observations
         if len(taken) < self.initial or not any(t is not None for _, t in observed):
             return self.space.candidates[self._maximin(free, taken, rng)]
+        if (len(taken) - self.initial) % LOCAL_EVERY == LOCAL_EVERY - 1:
+            local = self._near_best(free, observed)
+            free = local or free
         return self.space.candidates[self._expected_improvement(free, observed, chosen, rng)]
+
+    def _near_best(self, free: list[int], observed: list[tuple[Config, float | None]]) -> list[int]:
+        """The free configurations one knob away from the best observed one."""
+        best = min((t, c) for c, t in observed if t is not None)[1]
+        rows = np.array(free)
+        return rows[self._knobs_apart(rows, best) <= 1].tolist()
+
+    def _knobs_apart(self, rows: np.ndarray, config: Config) -> np.ndarray:
+        """How many knobs each candidate row sets differently from ``config``."""
+        return (self._positions[rows] != self._positions[self._row[config]]).sum(1)
 
     def _maximin(self, free: list[int], taken: set[Config], rng: np.random.Generator) -> int:
         pool = rng.permutation(free)[:MAXIMIN_POOL]  # ties go to the first: a seeded choice
@@ -240,8 +256,7 @@ class KnobTuner:
         start = 0
         for count, knobs in NEIGHBOURS:
             for _, i in ranked[start:start + count]:
-                centre = self._features[self._row[observed[i][0]]]
-                near |= (self._features[rows] != centre).sum(1) <= knobs
+                near |= self._knobs_apart(rows, observed[i][0]) <= knobs
             start += count
         sample = rng.choice(len(free), SCORED, replace=False)
         near[sample] = True
