@@ -13,10 +13,12 @@ expected improvement, times the probability of passing, over the configurations 
 large space: a seeded sample of them, plus every one within a knob or two of the best observed, where
 good configurations cluster). A failed configuration teaches a second model, of the probability of
 passing, which scales the expected improvement: failures make their neighbourhood unlikely without
-distorting the time model. It is never proposed again and never stops the tuner. Several configurations
-asked at once (``ask(k)``), or asked but not told yet, are placed by the kriging believer: each is added
-to the model at its predicted time before the next is chosen, so a batch spreads out. Results may be
-told in any order.
+distorting the time model. It is never proposed again and never stops the tuner. Every third model-based
+pick is a refinement step: the best by the same score among the configurations one knob away from the
+best one observed (a global model alone tends to leave a near-optimum for distant uncertainty).
+Several configurations asked at once (``ask(k)``), or asked but not told yet, are placed by the kriging
+believer: each is added to the model at its predicted time before the next is chosen, so a batch spreads
+out. Results may be told in any order.
 
 **Determinism.** Everything the tuner proposes is a function of its seed and the configurations asked and
 told, in ask order: length scales are refitted on the first ``m`` observations at fixed checkpoints ``m``

@@ -16,6 +16,12 @@ Every node is a complete candidate, evaluated the moment it is created. One iter
    memory; drop variants already in the tree.
 4. **Evaluate** each child immediately and **back up** along the path to the root.
 
+**Knobs.** With a knob space, the children of an expansion come either from the proposer or from the
+knob tuner of the selected node's source and flags (:mod:`kernelpro.search.knob_expansion`): the tuner
+when that source has untried knob configurations and knob-tuned evaluations are below ``knob_share`` of
+all evaluations (always, when there is no proposer), else the proposer; the other one when the first has
+nothing. Only the proposer's expansions diagnose the node (the tuner needs no profile).
+
 **Reward** is ``ln(baseline_us / time_us)`` (natural log): 0 for the baseline, ln 2 ≈ 0.69 for
 a 2x speedup, ≈ -0.69 for a 2x slowdown. A failed node has no reward; it is never selected or
 expanded, and its failure text goes to the proposer the next time its parent is expanded.

@@ -189,7 +189,9 @@ def verdicts(rows: Sequence[Row], kernelpro: str = KERNELPRO) -> list[Verdict]:
 
 
 def _median_text(value: float) -> str:
-    return "not reached" if math.isinf(value) else f"{value:.0f}"
+    """A median of evaluations: whole, or with its half (a median of an even count) so a verdict's figures
+    never round across its limit."""
+    return "not reached" if math.isinf(value) else f"{value:g}"
 
 
 def render_markdown(rows: Sequence[Row], tables: Sequence[Table], header: Mapping[str, Any]) -> str:
