@@ -76,8 +76,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
     header = header_for(tables, _command(), args.seeds, args.budget, kernel_tuner_version())
     rows = compare(tables, strategies, args.seeds, args.budget, at, workers=args.workers)
     header["wall_s"] = time.monotonic() - started
-    header["machine"] = f"{platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs, " \
-                        f"{args.workers} worker processes, no GPU used"
+    header["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, {args.workers} worker processes, no GPU used"
     print(render_markdown(rows, tables, header))
     md, js = write(rows, tables, header, Path(args.out) if args.out else Path(paths[0]).parent)
     print(f"wrote {md} and {js}")
