@@ -213,14 +213,14 @@ class MCTS:
         if picked is None:
             return StopReason.EXHAUSTED
         parent_id, n = picked
-        started = self._clock()
+        started, diagnosing = self._clock(), self._stage_seconds["diagnose"]
         knobs_first = self.knobs is not None and self.knobs.first(self.tree.node(parent_id), self.proposer is not None)
         variants, usage = self._knob_children(parent_id, n) if knobs_first else ((), Usage())
         if not variants and self.proposer is not None:
             variants, usage = self._proposed_children(parent_id, n)
         if not variants and not knobs_first:
             variants = self._knob_children(parent_id, n)[0]
-        seconds = self._clock() - started
+        seconds = self._clock() - started - (self._stage_seconds["diagnose"] - diagnosing)  # diagnosis has its own
         self.usage += usage
         self._stage_seconds["propose"] += seconds
         self._write(ProposalRecord(iteration, parent_id, variants, usage, seconds, self._elapsed()))
