@@ -19,6 +19,7 @@ from kernelpro.search.interfaces import (
     Usage,
 )
 from kernelpro.search.journal import Journal, JournalError, read_journal, resume, start
+from kernelpro.search.knobtune import KnobSpace, KnobTuner
 from kernelpro.search.mcts import MCTS, MCTSConfig, SearchResult
 from kernelpro.search.tree import SearchTree
 from kernelpro.search.variant import Evaluation, Variant
@@ -33,6 +34,8 @@ __all__ = [
     "Evaluator",
     "Journal",
     "JournalError",
+    "KnobSpace",
+    "KnobTuner",
     "MCTSConfig",
     "Node",
     "Proposal",
