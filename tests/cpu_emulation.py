@@ -50,7 +50,8 @@ struct __nv_bfloat16 { uint16_t bits; };
 struct __half { uint16_t bits; };
 typedef __nv_bfloat16 nv_bfloat16;
 typedef __half half;
-inline float __bfloat162float(__nv_bfloat16 h) { uint32_t u = uint32_t(h.bits) << 16; float f; std::memcpy(&f, &u, 4); return f; }
+inline float __bfloat162float(__nv_bfloat16 h) {
+    uint32_t u = uint32_t(h.bits) << 16; float f; std::memcpy(&f, &u, 4); return f; }
 inline __nv_bfloat16 __float2bfloat16(float f) {
     uint32_t u; std::memcpy(&u, &f, 4); u += 0x7fff + ((u >> 16) & 1); return {uint16_t(u >> 16)}; }
 inline float __half2float(__half h) { _Float16 v; std::memcpy(&v, &h.bits, 2); return float(v); }

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from kernelpro.transforms import (  # noqa: F401  (re-exported)
     _IDENT,
-    _Kernel,
-    _Loop,
     _accesses,
     _as_grid_stride,
     _assigned,
     _definitions,
     _guarded_elementwise,
     _indent_of,
+    _Kernel,
     _locate,
+    _Loop,
     _loops,
     _matching,
     _normalise,

@@ -104,11 +104,11 @@ def match_tree(k: _Kernel, loop: _Loop, definitions: dict[str, str], shared: dic
     if _statement_end(k.code, then, stop) != stmts[0][1]:
         raise TransformError("the `if` has an else branch")
     terms = [t.strip() for t in k.code[open_ + 1 : close].split("&&")]
-    guard = next((t for t in terms if (m := re.fullmatch(rf"(.+?)\s*<\s*{s}", t)) and _is_thread(m.group(1),
-                                                                                                     definitions)), None)
+    less = re.compile(rf"(.+?)\s*<\s*{s}")
+    guard = next((t for t in terms if (m := less.fullmatch(t)) and _is_thread(m.group(1), definitions)), None)
     if guard is None:
         raise TransformError(f"the `if` does not test `tid < {s}`")
-    tid = re.fullmatch(rf"(.+?)\s*<\s*{s}", guard).group(1).strip()
+    tid = less.fullmatch(guard).group(1).strip()
     rest = [t for t in terms if t is not guard]
     body = k.code[then : stmts[0][1]]
     arrays = []

@@ -21,12 +21,12 @@ from __future__ import annotations
 import re
 
 from kernelpro.rewrites._kernel import (
+    _IDENT,
     _accesses,
     _as_grid_stride,
     _assigned,
     _definitions,
     _guarded_elementwise,
-    _IDENT,
     _indent_of,
     _Kernel,
     _locate,
