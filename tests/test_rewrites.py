@@ -15,8 +15,10 @@ import pytest
 from cpu_emulation import bf16, emulate, from_bf16, offset_buffer
 
 from kernelpro.compiler import Compiler, CompileRequest
+from kernelpro.rewrites.shuffle_reduce import shuffle_reduction
 from kernelpro.rewrites.vectorize import vectorize, vectorize_any
 from kernelpro.sass import KernelSass, sass_for_cubin
+from kernelpro.task_loader import load_task
 from kernelpro.toolchain import find_tool
 from kernelpro.transforms import TransformError
 
@@ -36,7 +38,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def sass_of(compiler: Compiler, source: str, kernel: str, defines: dict | None = None) -> KernelSass:
-    result = compiler.compile(CompileRequest(source, "sm_90", {k: str(v) for k, v in (defines or {}).items()}, ()))
+    result = compiler.compile(CompileRequest(source, "sm_90", tuple((k, str(v)) for k, v in dict(defines or {}).items()), ()))
     assert result.ok, result.diagnostics
     return next(k for k in sass_for_cubin(result.cubin).values() if k.base_name == kernel)
 
@@ -137,3 +139,101 @@ def test_vectorize_says_why_it_does_not_apply() -> None:
              "    for (int i = threadIdx.x; i < n; i += blockDim.x) y[i] = x[idx[i]];\n}\n"
     with pytest.raises(TransformError, match="indexes|other than"):
         vectorize(gather, "gather")
+
+
+# --- shared-memory tree reduction → warp shuffle ------------------------------------------------------
+
+DOUBLE_ROW_MAX = """\
+typedef double acc_t;
+#define THREADS 128
+
+__device__ acc_t magnitude(float v) { return v < 0 ? -(acc_t)v : (acc_t)v; }
+
+// Largest |x| of each row, accumulated in double; the tree halves with `s /= 2` and reads `s + t`.
+extern "C" __global__ void row_absmax(const float* x, double* out, int cols) {
+    __shared__ acc_t best[THREADS];
+    const unsigned t = threadIdx.x;
+    const float* xr = x + (size_t)blockIdx.x * cols;
+    acc_t m = 0;
+    for (int j = t; j < cols; j += blockDim.x) m = fmax(m, magnitude(xr[j]));
+    best[t] = m;
+    __syncthreads();
+    for (unsigned s = blockDim.x / 2; s > 0; s /= 2) {
+        if (t < s) {
+            best[t] = fmax(best[t], best[s + t]);
+        }
+        __syncthreads();
+    }
+    if (t == 0) out[blockIdx.x] = best[0];
+}
+"""
+
+
+@needs_nvcc
+@pytest.mark.parametrize("name", ["softmax", "rmsnorm", "layernorm", "reduce_sum", "topk", "decode_attention"])
+def test_suite_tree_reductions_become_shuffles(compiler: Compiler, name: str) -> None:
+    t = load_task(ROOT / "tasks" / f"{name}.cu")
+    before = sass_of(compiler, t.source, t.kernel, t.defines()).histogram
+    rewrite = shuffle_reduction(t.source, t.kernel)
+    after = sass_of(compiler, rewrite.source, t.kernel, t.defines()).histogram
+    assert before["shuffle"] == 0 and after["shuffle"] >= 5, after.nonzero()
+    assert "warp-shuffle" in rewrite.change
+
+
+@needs_gxx
+@pytest.mark.parametrize("block", [32, 64, 128, 48])  # 48: not a power-of-two multiple of 32, the original loop runs
+def test_shuffle_reductions_match_the_tree(workdir: Path, block: int) -> None:
+    softmax = load_task(ROOT / "tasks" / "softmax.cu")
+    source = shuffle_reduction(softmax.source, softmax.kernel).source
+    for rows, cols in ((3, 1000), (2, 1)):
+        x = offset_buffer(rows * cols, 0, scale=3)
+        y = np.zeros_like(x)
+        emulate(workdir, source, softmax.kernel, rows, block, [x, y, rows, cols], {"BLOCK": block})
+        if block == 48:  # the tree itself needs a power of two: the rewrite must run it unchanged
+            original = np.zeros_like(x)
+            emulate(workdir, softmax.source, softmax.kernel, rows, block, [x, original, rows, cols], {"BLOCK": block})
+            assert np.array_equal(y, original)
+            continue
+        ref = np.exp(x.reshape(rows, cols) - x.reshape(rows, cols).max(axis=1, keepdims=True))
+        np.testing.assert_allclose(y.reshape(rows, cols), ref / ref.sum(axis=1, keepdims=True), rtol=1e-5)
+    topk = load_task(ROOT / "tasks" / "topk.cu")
+    source = shuffle_reduction(topk.source, topk.kernel).source
+    logits = offset_buffer(3 * 500, 0)
+    logits[7] = logits[9]  # a tie: the smaller index ranks first
+    values, indices = np.zeros(3 * 5, np.float32), np.zeros(3 * 5, np.int32)
+    emulate(workdir, source, topk.kernel, 3, block, [logits, values, indices, 500, 5], {"BLOCK": block})
+    if block == 48:
+        original = np.zeros_like(indices)
+        emulate(workdir, topk.source, topk.kernel, 3, block, [logits, values, original, 500, 5], {"BLOCK": block})
+        assert np.array_equal(indices, original)
+    else:
+        order = np.lexsort((np.tile(np.arange(500), (3, 1)), -logits.reshape(3, 500)), axis=1)[:, :5]
+        assert np.array_equal(indices.reshape(3, 5), order)
+    if block != 48:  # THREADS is fixed at 128 in this kernel: the shuffle path needs blockDim.x == 128
+        return
+    rows, cols = 4, 777
+    x = offset_buffer(rows * cols, 0, scale=5)
+    for threads in (128, 64):
+        out = np.zeros(rows, np.float64)
+        emulate(workdir, shuffle_reduction(DOUBLE_ROW_MAX, "row_absmax").source, "row_absmax", rows, threads,
+                [x, out, cols])
+        assert np.array_equal(out, np.abs(x.reshape(rows, cols)).max(axis=1).astype(np.float64)), threads
+
+
+@needs_nvcc
+def test_own_style_tree_reduction_becomes_shuffles(compiler: Compiler) -> None:
+    rewrite = shuffle_reduction(DOUBLE_ROW_MAX, "row_absmax")
+    assert sass_of(compiler, rewrite.source, "row_absmax").histogram["shuffle"] >= 5
+    assert "kp_o_best" in rewrite.source and "best[t] = fmax(best[t], best[s + t]);" in rewrite.source  # the fallback
+
+
+def test_shuffle_reduction_refuses_what_it_cannot_prove() -> None:
+    slots = DOUBLE_ROW_MAX.replace("out[blockIdx.x] = best[0];", "out[blockIdx.x] = best[0] + best[1];")
+    with pytest.raises(TransformError, match=r"uses best\[1\]"):
+        shuffle_reduction(slots, "row_absmax")
+    strided = DOUBLE_ROW_MAX.replace("best[s + t]", "best[2 * s + t]")
+    with pytest.raises(TransformError, match="not .tid. or .tid . s."):
+        shuffle_reduction(strided, "row_absmax")
+    scan = load_task(ROOT / "tasks" / "scan.cu")
+    with pytest.raises(TransformError, match="no shared-memory tree reduction"):
+        shuffle_reduction(scan.source, scan.kernel)
