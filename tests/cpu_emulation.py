@@ -36,6 +36,7 @@ static std::vector<std::barrier<>*> kp_warps;
 #define __align__(n) alignas(n)
 #define __restrict__
 #define __syncthreads() kp_barrier->arrive_and_wait()
+#define __syncwarp(...) kp_warps[threadIdx.x >> 5]->arrive_and_wait()
 #define __expf expf
 #define __logf logf
 #define rsqrtf(v) (1.0f / sqrtf(v))

@@ -12,11 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 from cpu_emulation import bf16, emulate, from_bf16, offset_buffer
 
 from kernelpro.compiler import Compiler, CompileRequest
+from kernelpro.cuda_source import find_kernels
+from kernelpro.rewrites.launch import launch_text
 from kernelpro.rewrites.shuffle_reduce import shuffle_reduction
 from kernelpro.rewrites.vectorize import vectorize, vectorize_any
+from kernelpro.rewrites.warp_per_row import warp_per_row
 from kernelpro.sass import KernelSass, sass_for_cubin
 from kernelpro.task_loader import load_task
 from kernelpro.toolchain import find_tool
@@ -38,7 +42,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def sass_of(compiler: Compiler, source: str, kernel: str, defines: dict | None = None) -> KernelSass:
-    result = compiler.compile(CompileRequest(source, "sm_90", tuple((k, str(v)) for k, v in dict(defines or {}).items()), ()))
+    pairs = tuple((k, str(v)) for k, v in dict(defines or {}).items())
+    result = compiler.compile(CompileRequest(source, "sm_90", pairs, ()))
     assert result.ok, result.diagnostics
     return next(k for k in sass_for_cubin(result.cubin).values() if k.base_name == kernel)
 
@@ -237,3 +242,62 @@ def test_shuffle_reduction_refuses_what_it_cannot_prove() -> None:
     scan = load_task(ROOT / "tasks" / "scan.cu")
     with pytest.raises(TransformError, match="no shared-memory tree reduction"):
         shuffle_reduction(scan.source, scan.kernel)
+
+
+# --- block per row → warp per row, with the candidate's own launch -----------------------------------
+
+def remap(name: str):
+    t = load_task(ROOT / "tasks" / f"{name}.cu")
+    launch = t.launch
+    return t, warp_per_row(t.source, t.kernel, tuple(e.text for e in launch.grid),
+                           tuple(e.text for e in launch.block), launch.shared_mem.text)
+
+
+@needs_nvcc
+@pytest.mark.parametrize("name,rows_per_block", [("softmax", 8), ("rmsnorm", 1), ("layernorm", 1)])
+def test_warp_per_row_drops_every_barrier_and_carries_its_launch(compiler: Compiler, name: str,
+                                                                  rows_per_block: int) -> None:
+    t, rewrite = remap(name)
+    before = sass_of(compiler, t.source, t.kernel, t.defines()).histogram
+    after = sass_of(compiler, rewrite.source, t.kernel, t.defines()).histogram
+    assert before["barrier"] > 0 and after["barrier"] == 0 and after["shuffle"] >= 5, after.nonzero()
+    launch = tomllib.loads(launch_text(rewrite.source))["launch"]
+    grid = t.launch.grid[0].text
+    assert launch == [{"grid": [grid if rows_per_block == 1 else f"ceil_div({grid}, {rows_per_block})"],
+                       "block": [str(32 * rows_per_block)], "shared_mem": "0"}]
+    assert find_kernels(rewrite.source)[t.kernel].params == find_kernels(t.source)[t.kernel].params
+    assert t.source.startswith(rewrite.source[: rewrite.source.find("*/") + 2])  # the task's metadata is unchanged
+    stacked = vectorize(rewrite.source, t.kernel)  # the remapped row loops still vectorize
+    assert sass_of(compiler, stacked.source, t.kernel, t.defines()).histogram["global_load_128"] > 0
+
+
+@needs_gxx
+def test_warp_per_row_softmax_and_rmsnorm_are_right_at_odd_sizes(workdir: Path) -> None:
+    softmax, rewrite = remap("softmax")
+    stacked = vectorize(rewrite.source, softmax.kernel).source
+    for rows, cols in ((11, 1000), (3, 1), (9, 37)):
+        x = offset_buffer(rows * cols, 0, scale=3)
+        ref = np.exp(x.reshape(rows, cols) - x.reshape(rows, cols).max(axis=1, keepdims=True))
+        for source in (rewrite.source, stacked):
+            y = np.zeros_like(x)
+            emulate(workdir, source, softmax.kernel, -(-rows // 8), 256, [x, y, rows, cols])
+            np.testing.assert_allclose(y.reshape(rows, cols), ref / ref.sum(axis=1, keepdims=True), rtol=1e-5)
+    rmsnorm, rewrite = remap("rmsnorm")
+    rows, cols = 5, 1003
+    x, w = offset_buffer(rows * cols, 0), offset_buffer(cols, 0, seed=9)
+    y = np.zeros_like(x)
+    emulate(workdir, rewrite.source, rmsnorm.kernel, rows, 32, [x, w, y, cols, F(1e-6)])
+    xr = x.reshape(rows, cols).astype(np.float64)
+    expect = xr / np.sqrt((xr * xr).mean(axis=1, keepdims=True) + 1e-6) * w
+    np.testing.assert_allclose(y.reshape(rows, cols), expect, rtol=1e-4)
+
+
+def test_warp_per_row_refuses_kernels_it_cannot_remap() -> None:
+    topk = load_task(ROOT / "tasks" / "topk.cu")
+    with pytest.raises(TransformError, match="BLOCK"):
+        warp_per_row(topk.source, topk.kernel, ("BATCH",), ("BLOCK",))
+    transpose = load_task(ROOT / "tasks" / "transpose.cu")
+    with pytest.raises(TransformError, match="not 1-D"):
+        warp_per_row(transpose.source, transpose.kernel, ("a", "b"), ("c", "d"))
+    with pytest.raises(TransformError, match=r"uses best\[1\]"):
+        warp_per_row(DOUBLE_ROW_MAX.replace("best[0];", "best[1];"), "row_absmax", ("ROWS",), ("THREADS_X",))
