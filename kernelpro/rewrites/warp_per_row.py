@@ -94,7 +94,8 @@ def _register_edits(k: _Kernel, trees: list[TreeReduction], definitions: dict[st
             continue
         close = _matching(k.code, use.end() - 1)
         index = k.code[use.end() : close].strip()
-        if index == "0" or _resolve(index, definitions) == "threadIdx.x" and re.match(r"\s*=(?!=)", k.code[close + 1 :]):
+        store = _resolve(index, definitions) == "threadIdx.x" and re.match(r"\s*=(?!=)", k.code[close + 1 :])
+        if index == "0" or store:
             edits.append((use.start(), close + 1, f"kp_{use.group(1)}"))
         else:
             raise TransformError(f"line {line_of(k.source, use.start())} uses {use.group(1)}[{index}]: "
