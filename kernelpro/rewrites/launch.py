@@ -53,15 +53,17 @@ def render_launch(*launches: CandidateLaunch, note: str = "") -> str:
     return "\n".join(lines) + "\n*/\n"
 
 
-def with_launch(source: str, block: str, before: int) -> str:
-    """``source`` with any earlier candidate launch removed and ``block`` inserted at the line of ``before``."""
+def with_launch(source: str, block: str, after: int) -> str:
+    """``source`` with any earlier candidate launch removed and ``block`` on the line after offset ``after``
+    (the kernel's closing brace: the text before the kernel, the task's metadata included, stays as it is)."""
     old = _BLOCK.search(source)
     if old is not None:
-        if old.start() < before:
-            before -= old.end() - old.start()
+        if old.start() < after:
+            after -= old.end() - old.start()
         source = source[: old.start()] + source[old.end() :]
-    line_start = source.rfind("\n", 0, before) + 1
-    return source[:line_start] + block + source[line_start:]
+    line_end = source.find("\n", after)
+    line_end = len(source) if line_end < 0 else line_end + 1
+    return source[:line_end] + ("" if source[:line_end].endswith("\n") else "\n") + block + source[line_end:]
 
 
 def launch_text(source: str) -> str | None:

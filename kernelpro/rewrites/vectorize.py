@@ -4,10 +4,11 @@
 walk ``__half``/``__nv_bfloat16`` rows, or name their element type through ``typedef``/``using``/a
 template parameter; one 16-bit element per instruction moves 2 bytes where the load unit could move 16.
 This rewrite does not need to know the type: the number of lanes is a compile-time expression,
-``16 / sizeof(T)`` (the largest element type in the loop decides), each buffer's chunk is loaded as raw
-bytes (``uint4``, ``uint2``, ...) into an ``__align__(16) T kp_x[lanes]`` register array, and the
-original loop body runs once per lane, fully unrolled, on those registers. So a bf16 row loop becomes
-eight lanes of one 128-bit ``LDG.E.128``; a float loop four lanes, as before.
+``16 / sizeof(T)`` (the smallest element type in the loop decides), each buffer's chunk is loaded as
+``uint4`` words into an ``__align__(16) T kp_x[lanes]`` register array, and the original loop body runs
+once per lane, fully unrolled, on those registers. So a bf16 row loop becomes eight lanes of one
+128-bit ``LDG.E.128``; a float loop four lanes, as before; half in and float out is eight lanes, one
+128-bit load and two 128-bit stores. Nothing is added outside the kernel.
 
 Correctness: the vector path runs only when every buffer it touches is 16-byte aligned (checked at
 run time: a row pointer ``x + row * cols`` is aligned only for some ``cols``); the elements after the
@@ -42,21 +43,6 @@ from kernelpro.transforms import Rewrite, TransformError, vectorize_elementwise
 
 VECTOR_BYTES = 16  # the widest global load/store one thread issues (LDG.E.128)
 
-# Raw byte vectors for a chunk of N bytes; extern "C++" so it is legal inside an extern "C" block.
-HELPER_GUARD = "KERNELPRO_RAW_VECTORS"
-HELPER = f"""#ifndef {HELPER_GUARD}
-#define {HELPER_GUARD}
-extern "C++" {{
-template <int N> struct kp_raw;  // kernelpro: N raw bytes, the unit of one vector load or store
-template <> struct kp_raw<16> {{ typedef uint4 type; }};
-template <> struct kp_raw<8> {{ typedef uint2 type; }};
-template <> struct kp_raw<4> {{ typedef unsigned int type; }};
-template <> struct kp_raw<2> {{ typedef unsigned short type; }};
-template <> struct kp_raw<1> {{ typedef unsigned char type; }};
-}}
-#endif
-"""
-
 # `const T* name =` / `T* __restrict__ name =` at the start of a statement: a local pointer and its element type.
 _LOCAL_POINTER = re.compile(r"(?:^|(?<=[;{}]))\s*(?:const\s+)?([A-Za-z_][\w:]*(?:\s+(?:int|long|short|char))?)"
                             r"\s*(?:const\s+)?\*\s*(?:const\s+)?(?:__restrict__\s+)?([A-Za-z_]\w*)\s*=", re.MULTILINE)
@@ -74,11 +60,11 @@ def element_types(k: _Kernel) -> dict[str, str]:
 
 
 def _lanes_expr(types: list[str]) -> str:
-    """``16 / sizeof`` of the largest of ``types``, as a constant expression."""
-    largest = f"sizeof({types[0]})"
+    """``16 / sizeof`` of the smallest of ``types``, as a constant expression."""
+    smallest = f"sizeof({types[0]})"
     for t in types[1:]:
-        largest = f"(sizeof({t}) > {largest} ? sizeof({t}) : {largest})"
-    return f"(int)({VECTOR_BYTES} / {largest})"
+        smallest = f"(sizeof({t}) < {smallest} ? sizeof({t}) : {smallest})"
+    return f"(int)({VECTOR_BYTES} / {smallest})"
 
 
 def _vector_loop(k: _Kernel, loop: _Loop, definitions: dict[str, str], types: dict[str, str]) -> str:
@@ -103,11 +89,13 @@ def _vector_loop(k: _Kernel, loop: _Loop, definitions: dict[str, str], types: di
              f"{pad}    const {type_} kp_vectors = ({bound}) / kp_lanes;",
              f"{pad}    for ({type_} kp_v = {start}; kp_v < kp_vectors; kp_v += {stride}) {{"]
     for a in accesses:
-        raw = f"kp_raw<sizeof(kp_{a.name})>::type"
-        lines.append(f"{inner}__align__(16) {types[a.name]} kp_{a.name}[kp_lanes];")
+        lines += [f"{inner}__align__(16) {types[a.name]} kp_{a.name}[kp_lanes];",
+                  f"{inner}static_assert(sizeof(kp_{a.name}) % 16 == 0, \"element sizes are not powers of two\");"]
         if a.read:
-            lines.append(f"{inner}*reinterpret_cast<{raw}*>(kp_{a.name}) = "
-                         f"reinterpret_cast<const {raw}*>({a.name})[kp_v];")
+            lines += [f"{inner}#pragma unroll",
+                      f"{inner}for (int kp_q = 0; kp_q < (int)(sizeof(kp_{a.name}) / 16); ++kp_q)",
+                      f"{inner}    reinterpret_cast<uint4*>(kp_{a.name})[kp_q] = "
+                      f"reinterpret_cast<const uint4*>({a.name})[kp_v * (sizeof(kp_{a.name}) / 16) + kp_q];"]
     body = code[body_start:body_stop]  # lanes are copied without comments (the body has no strings)
     edits = []
     for a in accesses:
@@ -122,21 +110,14 @@ def _vector_loop(k: _Kernel, loop: _Loop, definitions: dict[str, str], types: di
               _reindent(text, inner + "    "), f"{inner}}}"]
     for a in accesses:
         if a.written:
-            raw = f"kp_raw<sizeof(kp_{a.name})>::type"
-            lines.append(f"{inner}reinterpret_cast<{raw}*>({a.name})[kp_v] = "
-                         f"*reinterpret_cast<const {raw}*>(kp_{a.name});")
+            lines += [f"{inner}#pragma unroll",
+                      f"{inner}for (int kp_q = 0; kp_q < (int)(sizeof(kp_{a.name}) / 16); ++kp_q)",
+                      f"{inner}    reinterpret_cast<uint4*>({a.name})[kp_v * (sizeof(kp_{a.name}) / 16) + kp_q] = "
+                      f"reinterpret_cast<const uint4*>(kp_{a.name})[kp_q];"]
     header = f"for ({type_} {var} = kp_done + {start}; {var} < {bound}; {var} += {stride})"
     lines += [f"{pad}    }}", f"{pad}    kp_done = kp_vectors * kp_lanes;", f"{pad}}}",
               f"{pad}{header} {_reindent(source[loop.body[0] : loop.body[1]], pad).lstrip()}", f"{indent}}}"]
     return "\n".join(lines)
-
-
-def with_helper(source: str, kernel_start: int) -> str:
-    """``source`` with :data:`HELPER` inserted before the kernel (once per file)."""
-    if HELPER_GUARD in source:
-        return source
-    line_start = source.rfind("\n", 0, kernel_start) + 1
-    return source[:line_start] + HELPER + source[line_start:]
 
 
 def vectorize_any(source: str, kernel: str) -> Rewrite:
@@ -161,7 +142,6 @@ def vectorize_any(source: str, kernel: str) -> Rewrite:
         why = "; ".join(reasons) if reasons else "it has no block- or grid-stride loop"
         raise TransformError(f"nothing in {kernel} to vectorize: {why}")
     new = _splice(k.source, edits)
-    new = with_helper(new, _locate(new, kernel).sig.start)
     elements = sorted({types[n] for n in types if re.search(rf"\bkp_{re.escape(n)}\[kp_lanes\]", new)})
     change = (f"vectorize {len(edits)} loop(s) to 16-byte loads/stores of {'/'.join(elements)} "
               f"(16 / sizeof lanes), alignment check and scalar tail{note}")

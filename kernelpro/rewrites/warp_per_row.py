@@ -158,6 +158,6 @@ def warp_per_row(source: str, kernel: str, grid: tuple[str, ...], block: tuple[s
     rows = grid[0] if warps == 1 else f"ceil_div({grid[0]}, {warps})"
     launch = CandidateLaunch((rows,), (str(32 * warps),), "0")
     note = f"warp per row: {warps} row(s) per block of {32 * warps} threads"
-    new = with_launch(new, render_launch(launch, note=note), _locate(new, kernel).sig.start)
+    new = with_launch(new, render_launch(launch, note=note), _locate(new, kernel).sig.end - 1)
     what = f"{len(trees)} shared-memory tree reduction(s) → register butterflies" if trees else "barriers → __syncwarp"
     return Rewrite(new, f"remap to one warp per row ({warps} per block, grid {rows}, block {32 * warps}); {what}")
