@@ -401,6 +401,16 @@ def regress_command(paths: tuple[Path, ...], tolerance: str, junit: Path | None,
     sys.exit(report.exit_code)
 
 
+def _register_skills_commands() -> None:
+    from kernelpro.skills_cli import propose_command, skills_group
+
+    cli.add_command(propose_command)
+    cli.add_command(skills_group)
+
+
+_register_skills_commands()
+
+
 def main() -> None:
     """Console-script entry point: run the CLI and turn errors into one-line messages."""
     try:

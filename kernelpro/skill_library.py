@@ -19,6 +19,7 @@ skills (``optimize --skills DIR``, ``kernelpro skills learn``) are added after t
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,3 +160,20 @@ def signals_of(details: dict | None, action_kinds: Iterable[str] = ()) -> tuple[
     found += [str(name) for name in (details or {}).get("fired", ())]
     found += [str(code) for code in (details or {}).get("static_findings", ())]
     return tuple(dict.fromkeys(s for s in found if s))
+
+
+def export_skills(skills: Iterable[Skill], target: Path) -> list[Path]:
+    """Copy each skill's folder into ``target`` (created if needed); an existing folder of that name is replaced."""
+    written = []
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        for skill in skills:
+            destination = target / skill.name
+            if destination.exists():
+                shutil.rmtree(destination)
+            shutil.copytree(skill.folder, destination, ignore=shutil.ignore_patterns("__pycache__"))
+            written.append(destination)
+    except OSError as exc:
+        raise KernelproError(f"cannot write skills: {exc.strerror}", file=exc.filename or target,
+                             fix="choose a writable folder") from None
+    return written

@@ -8,7 +8,7 @@ a source and the task (a remap needs the task's launch expressions) and raises
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from kernelpro.rewrites.shuffle_reduce import shuffle_reduction
@@ -26,6 +26,13 @@ class StructuralRewrite:
     skill: str
     summary: str
     apply: Callable[[str, Task], Rewrite]
+    intended: str  # the SASS change it aims at, for people
+    shows: Callable[[Mapping[str, int], Mapping[str, int]], bool]  # (histogram before, after) → it is there
+
+
+def _wider(before: Mapping[str, int], after: Mapping[str, int]) -> bool:
+    wide = ("global_load_128", "global_load_64", "global_store_128", "global_store_64")
+    return sum(after[c] for c in wide) > sum(before[c] for c in wide)
 
 
 def _warp_per_row(source: str, task: Task) -> Rewrite:
@@ -37,12 +44,16 @@ def _warp_per_row(source: str, task: Task) -> Rewrite:
 REWRITES: tuple[StructuralRewrite, ...] = (
     StructuralRewrite("vectorize_loads", "vectorized-elementwise",
                       "16-byte loads/stores of any element type, alignment check and scalar tail",
-                      lambda source, task: vectorize(source, task.kernel)),
+                      lambda source, task: vectorize(source, task.kernel),
+                      "more 64/128-bit global loads/stores (LDG.E.128)", _wider),
     StructuralRewrite("warp_shuffle_reduction", "warp-block-reductions",
                       "shared-memory tree reduction → warp shuffles plus one warp over the partials",
-                      lambda source, task: shuffle_reduction(source, task.kernel)),
+                      lambda source, task: shuffle_reduction(source, task.kernel),
+                      "SHFL instructions for the reduction", lambda b, a: a["shuffle"] > b["shuffle"]),
     StructuralRewrite("warp_per_row", "row-reductions",
-                      "one warp per row, reductions in registers, the candidate's own launch", _warp_per_row),
+                      "one warp per row, reductions in registers, the candidate's own launch", _warp_per_row,
+                      "no block barrier (BAR) left, SHFL butterflies",
+                      lambda b, a: a["barrier"] == 0 < b["barrier"] and a["shuffle"] > b["shuffle"]),
 )
 
 
