@@ -21,7 +21,7 @@ from pathlib import Path
 
 from kernelpro.compiler import CANDIDATE_NAME, Compiler, CompileRequest
 from kernelpro.rewrites.launch import launch_text
-from kernelpro.rewrites.registry import REWRITES
+from kernelpro.rewrites.registry import REWRITES, sass_counts
 from kernelpro.roofline import KNOWN_GPUS, DevicePeaks
 from kernelpro.sass import KernelSass, sass_for_cubin
 from kernelpro.search.interfaces import Diagnosis as SearchDiagnosis
@@ -33,7 +33,7 @@ from kernelpro.task import Task
 
 EVIDENCE_CLASSES = ("global_load_narrow", "global_load_32", "global_load_64", "global_load_128", "global_store_narrow",
                     "global_store_32", "global_store_64", "global_store_128", "shared_load", "shared_store", "shuffle",
-                    "barrier", "atomic", "tensor")
+                    "barrier", "atomic_shared", "atomic_global", "tensor")
 REFERENCE_GPU = KNOWN_GPUS[0]  # H100 SXM5: the ridge the [cost] classification uses
 
 
@@ -96,10 +96,10 @@ def evidence(compiler: Compiler, task: Task, parent: Variant, child: Variant, ar
     after = _entry_sass(compiler, task, child, arch)
     if before is None or after is None:
         return (), None
-    counts = tuple((c, before.histogram[c], after.histogram[c]) for c in EVIDENCE_CLASSES
-                   if before.histogram[c] != after.histogram[c])
+    old, new = sass_counts(before), sass_counts(after)
+    counts = tuple((c, old[c], new[c]) for c in EVIDENCE_CLASSES if old[c] != new[c])
     rewrite = next((r for r in REWRITES if child.origin == f"offline:{r.name}"), None)
-    shows = None if rewrite is None else rewrite.shows(before.histogram, after.histogram)
+    shows = None if rewrite is None else rewrite.shows(old, new)
     return counts, shows
 
 

@@ -18,6 +18,7 @@ from kernelpro.cuda_source import find_kernels
 PRELUDE = r"""
 #include <barrier>
 #include <cstdint>
+#include <cstddef>
 #include <cstring>
 #include <math.h>
 #include <thread>
@@ -57,6 +58,7 @@ inline __nv_bfloat16 __float2bfloat16(float f) {
     uint32_t u; std::memcpy(&u, &f, 4); u += 0x7fff + ((u >> 16) & 1); return {uint16_t(u >> 16)}; }
 inline float __half2float(__half h) { _Float16 v; std::memcpy(&v, &h.bits, 2); return float(v); }
 inline __half __float2half(float f) { _Float16 v = (_Float16)f; __half h; std::memcpy(&h.bits, &v, 2); return h; }
+template <class T> T atomicAdd(T* p, T v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
 template <class T> struct kp_slots { static inline T value[1024]; };
 template <class T> T kp_exchange(T v, unsigned src_lane) {
     unsigned t = threadIdx.x, lane = t & 31, base = t - lane;

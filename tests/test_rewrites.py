@@ -6,6 +6,7 @@ CPU with warps (:mod:`cpu_emulation`) at odd sizes, misaligned buffers and other
 
 from __future__ import annotations
 
+import ctypes
 import shutil
 from ctypes import c_float as F
 from pathlib import Path
@@ -18,7 +19,9 @@ from cpu_emulation import bf16, emulate, from_bf16, offset_buffer
 from kernelpro.compiler import Compiler, CompileRequest
 from kernelpro.cuda_source import find_kernels
 from kernelpro.rewrites.launch import launch_text
+from kernelpro.rewrites.privatize import privatize_histogram
 from kernelpro.rewrites.shuffle_reduce import shuffle_reduction
+from kernelpro.rewrites.shuffle_scan import shuffle_scan
 from kernelpro.rewrites.vectorize import vectorize, vectorize_any
 from kernelpro.rewrites.warp_per_row import warp_per_row
 from kernelpro.sass import KernelSass, sass_for_cubin
@@ -302,3 +305,70 @@ def test_warp_per_row_refuses_kernels_it_cannot_remap() -> None:
         warp_per_row(transpose.source, transpose.kernel, ("a", "b"), ("c", "d"))
     with pytest.raises(TransformError, match=r"uses best\[1\]"):
         warp_per_row(DOUBLE_ROW_MAX.replace("best[0];", "best[1];"), "row_absmax", ("ROWS",), ("THREADS_X",))
+
+
+# --- histogram privatisation and warp-shuffle scan --------------------------------------------------
+
+BYTE_COUNTS = """\
+#include <cstdint>
+// Counts of each byte value, written as someone else would: uint8_t, blockDim.x * blockIdx.x, a helper.
+__device__ __forceinline__ unsigned int weight_of(uint8_t) { return 1u; }
+
+extern "C" __global__ void byte_counts(const uint8_t* __restrict__ bytes, unsigned int* counts, long long size) {
+    long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx < size) {
+        atomicAdd(&counts[bytes[idx]], weight_of(bytes[idx]));
+    }
+}
+"""
+
+
+@needs_gxx
+def test_privatised_histograms_count_exactly_with_any_grid(workdir: Path) -> None:
+    histogram = load_task(ROOT / "tasks" / "histogram.cu")
+    suite = privatize_histogram(histogram.source, histogram.kernel, ("ceil_div(N, BLOCK)",), ("BLOCK",))
+    launch = tomllib.loads(launch_text(suite.source))["launch"][0]
+    assert launch["grid"] == ["min(ceil_div(N, BLOCK), 4 * SM_COUNT)"] and launch["block"] == ["BLOCK"]
+    own = privatize_histogram(BYTE_COUNTS, "byte_counts", ("ceil_div(SIZE, 128)",), ("128",))
+    rng = np.random.default_rng(3)
+    for n, grid in ((1000, 2), (5, 1), (4099, 7)):
+        data = rng.integers(0, 256, n, dtype=np.uint8)
+        data[: n // 3] = 7  # a hot bin
+        for source, kernel, args in ((suite.source, histogram.kernel, lambda b: [data, b, n]),
+                                     (own.source, "byte_counts", lambda b: [data, b, ctypes.c_longlong(n)])):
+            bins = np.full(256, 5, np.uint32)  # accumulates: += counts
+            emulate(workdir, source, kernel, grid, 64, args(bins), {"BLOCK": 64})
+            assert np.array_equal(bins, np.bincount(data, minlength=256).astype(np.uint32) + 5), (kernel, n, grid)
+
+
+@needs_nvcc
+def test_privatised_histogram_sass_uses_shared_atomics(compiler: Compiler) -> None:
+    t = load_task(ROOT / "tasks" / "histogram.cu")
+    rewrite = privatize_histogram(t.source, t.kernel, ("ceil_div(N, BLOCK)",), ("BLOCK",))
+    sass = sass_of(compiler, rewrite.source, t.kernel, t.defines())
+    original = sass_of(compiler, t.source, t.kernel, t.defines())
+    assert not any(i.opcode == "ATOMS" for i in original.instructions)
+    assert any(i.opcode == "REDG" for i in original.instructions)  # one global atomic per element
+    assert any(i.opcode == "ATOMS" and i.in_loop for i in sass.instructions)  # per element: a shared atomic
+    with pytest.raises(TransformError, match="not a byte"):
+        privatize_histogram(BYTE_COUNTS.replace("bytes[idx]]", "bytes[idx] % 16]"), "byte_counts", ("g",), ("128",))
+
+
+@needs_nvcc
+@needs_gxx
+def test_warp_shuffle_scan_is_exact(compiler: Compiler, workdir: Path) -> None:
+    t = load_task(ROOT / "tasks" / "scan.cu")
+    rewrite = shuffle_scan(t.source, t.kernel)
+    before = sass_of(compiler, t.source, t.kernel, t.defines()).histogram
+    after = sass_of(compiler, rewrite.source, t.kernel, t.defines()).histogram
+    assert before["shuffle"] == 0 and after["shuffle"] >= 10
+    rng = np.random.default_rng(5)
+    for block in (64, 128, 48):  # 48: not a power of two, the original loop runs
+        for rows, cols in ((3, 1000), (2, 1), (1, 129)):
+            x = rng.integers(-1000, 1000, rows * cols, dtype=np.int32)
+            y, ref = np.zeros_like(x), np.zeros_like(x)
+            emulate(workdir, rewrite.source, t.kernel, rows, block, [x, y, cols], {"BLOCK": block})
+            emulate(workdir, t.source, t.kernel, rows, block, [x, ref, cols], {"BLOCK": block})
+            assert np.array_equal(y, ref), (block, rows, cols)
+            if block != 48:
+                assert np.array_equal(y.reshape(rows, cols), np.cumsum(x.reshape(rows, cols), axis=1))

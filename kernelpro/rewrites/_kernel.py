@@ -7,6 +7,8 @@ private names scattered through each module.
 from __future__ import annotations
 
 from kernelpro.transforms import (  # noqa: F401  (re-exported)
+    _DECL,
+    _GLOBAL_INDEX,
     _IDENT,
     _accesses,
     _as_grid_stride,
@@ -31,7 +33,7 @@ from kernelpro.transforms import (  # noqa: F401  (re-exported)
 )
 
 __all__ = [
-    "_IDENT", "_Kernel", "_Loop", "_accesses", "_as_grid_stride", "_assigned", "_definitions",
+    "_DECL", "_GLOBAL_INDEX", "_IDENT", "_Kernel", "_Loop", "_accesses", "_as_grid_stride", "_assigned", "_definitions",
     "_guarded_elementwise", "_indent_of", "_locate", "_loops", "_matching", "_normalise", "_reindent",
     "_resolve", "_skip_space", "_splice", "_statement_end", "_statements", "_strided", "_uses",
 ]

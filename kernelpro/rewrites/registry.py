@@ -11,9 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from kernelpro.rewrites.privatize import privatize_histogram
 from kernelpro.rewrites.shuffle_reduce import shuffle_reduction
+from kernelpro.rewrites.shuffle_scan import shuffle_scan
 from kernelpro.rewrites.vectorize import vectorize
 from kernelpro.rewrites.warp_per_row import warp_per_row
+from kernelpro.sass import KernelSass
 from kernelpro.task import Task
 from kernelpro.transforms import Rewrite
 
@@ -27,12 +30,24 @@ class StructuralRewrite:
     summary: str
     apply: Callable[[str, Task], Rewrite]
     intended: str  # the SASS change it aims at, for people
-    shows: Callable[[Mapping[str, int], Mapping[str, int]], bool]  # (histogram before, after) → it is there
+    shows: Callable[[Mapping[str, int], Mapping[str, int]], bool]  # (sass_counts before, after) → it is there
+
+
+def sass_counts(kernel: KernelSass) -> dict[str, int]:
+    """The kernel's instruction-class histogram plus shared- and global-memory atomics counted apart."""
+    counts = {name: kernel.histogram[name] for name in kernel.histogram}
+    counts["atomic_shared"] = sum(i.opcode == "ATOMS" for i in kernel.instructions)
+    counts["atomic_global"] = sum(i.opcode in ("RED", "REDG", "ATOM", "ATOMG") for i in kernel.instructions)
+    return counts
 
 
 def _wider(before: Mapping[str, int], after: Mapping[str, int]) -> bool:
     wide = ("global_load_128", "global_load_64", "global_store_128", "global_store_64")
     return sum(after[c] for c in wide) > sum(before[c] for c in wide)
+
+
+def _launch(task: Task) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    return tuple(e.text for e in task.launch.grid), tuple(e.text for e in task.launch.block)
 
 
 def _warp_per_row(source: str, task: Task) -> Rewrite:
@@ -50,10 +65,19 @@ REWRITES: tuple[StructuralRewrite, ...] = (
                       "shared-memory tree reduction → warp shuffles plus one warp over the partials",
                       lambda source, task: shuffle_reduction(source, task.kernel),
                       "SHFL instructions for the reduction", lambda b, a: a["shuffle"] > b["shuffle"]),
+    StructuralRewrite("warp_shuffle_scan", "prefix-scan",
+                      "shared-memory Hillis-Steele scan → warp shuffle-up scans plus one warp over the totals",
+                      lambda source, task: shuffle_scan(source, task.kernel),
+                      "SHFL.UP instructions for the scan", lambda b, a: a["shuffle"] > b["shuffle"]),
     StructuralRewrite("warp_per_row", "row-reductions",
                       "one warp per row, reductions in registers, the candidate's own launch", _warp_per_row,
                       "no block barrier (BAR) left, SHFL butterflies",
                       lambda b, a: a["barrier"] == 0 < b["barrier"] and a["shuffle"] > b["shuffle"]),
+    StructuralRewrite("privatize_histogram", "histogram-privatization",
+                      "shared-memory bins per block, grid-stride loop, one global atomic per bin per block",
+                      lambda source, task: privatize_histogram(source, task.kernel, *_launch(task)),
+                      "shared-memory atomics (ATOMS) instead of global atomics (RED) per element",
+                      lambda b, a: a["atomic_shared"] > b["atomic_shared"]),
 )
 
 
