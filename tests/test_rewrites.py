@@ -334,10 +334,10 @@ def test_privatised_histograms_count_exactly_with_any_grid(workdir: Path) -> Non
     for n, grid in ((1000, 2), (5, 1), (4099, 7)):
         data = rng.integers(0, 256, n, dtype=np.uint8)
         data[: n // 3] = 7  # a hot bin
-        for source, kernel, args in ((suite.source, histogram.kernel, lambda b: [data, b, n]),
-                                     (own.source, "byte_counts", lambda b: [data, b, ctypes.c_longlong(n)])):
+        for source, kernel, size in ((suite.source, histogram.kernel, n), (own.source, "byte_counts",
+                                                                          ctypes.c_longlong(n))):
             bins = np.full(256, 5, np.uint32)  # accumulates: += counts
-            emulate(workdir, source, kernel, grid, 64, args(bins), {"BLOCK": 64})
+            emulate(workdir, source, kernel, grid, 64, [data, bins, size], {"BLOCK": 64})
             assert np.array_equal(bins, np.bincount(data, minlength=256).astype(np.uint32) + 5), (kernel, n, grid)
 
 

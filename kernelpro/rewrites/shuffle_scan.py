@@ -42,7 +42,8 @@ def _match(code: str, loop, definitions: dict[str, str], shared: dict[str, str])
     step = re.fullmatch(rf"\{{ (?:const )?([\w ]+?) (\w+) = (\w+(?:\.x)?) >= {o} \? (\w+)\[\3 - {o}\] : 0(?:\.0f?)?; "
                         rf"__syncthreads\(\); \4\[\3\] \+= \2; __syncthreads\(\); \}}", body)
     if step is None:
-        raise TransformError("the loop body is not `add = tid >= offset ? s[tid - offset] : 0; sync; s[tid] += add; sync`")
+        raise TransformError("the loop body is not `add = tid >= offset ? s[tid - offset] : 0; sync; "
+                             "s[tid] += add; sync`")
     tid, array = step.group(3), step.group(4)
     if _resolve(tid, definitions) != "threadIdx.x" or array not in shared:
         raise TransformError(f"{array}[{tid}] is not a __shared__ array indexed by threadIdx.x")
