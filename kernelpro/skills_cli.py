@@ -138,3 +138,23 @@ def skills_export(target: Path, skill_dirs: tuple[Path, ...]) -> None:
 
     for path in export_skills(load_skills(skill_dirs), target):
         click.echo(str(path))
+
+
+def default_user_skills() -> Path:
+    """``$KERNELPRO_SKILLS`` or ``~/.kernelpro/skills``: where learned skills go by default."""
+    import os
+
+    return Path(os.environ.get("KERNELPRO_SKILLS") or Path.home() / ".kernelpro" / "skills")
+
+
+@skills_group.command("learn")
+@click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
+@click.option("--to", "target", type=click.Path(path_type=Path),
+              help="User skills folder (default: $KERNELPRO_SKILLS or ~/.kernelpro/skills).")
+def skills_learn(run_dir: Path, target: Path | None) -> None:
+    """Turn RUN's verified winning path (steps that passed the wall, their measured gains, the GPU) into a
+    draft skill in a user skills folder; use it with `optimize --skills DIR`."""
+    from kernelpro.learn import learn
+
+    path = learn(run_dir, target or default_user_skills())
+    click.echo(f"wrote {path} (a draft: review its 'When it applies' before sharing)")
