@@ -1,7 +1,7 @@
 """Run a CUDA kernel on the CPU, with warps: one ``std::thread`` per CUDA thread, ``__syncthreads`` as a
 block ``std::barrier``, and the ``__shfl_*_sync`` family through per-warp barriers and a slot per thread
 (a full-mask shuffle is a warp-wide meeting, as on the GPU). ``__half``/``__nv_bfloat16`` are emulated
-with round-to-nearest-even conversions, so 16-bit kernels are checked too. 1-D launches only.
+with round-to-nearest-even conversions, so 16-bit kernels are checked too. Launches are 1-D or 2-D.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ static std::vector<std::barrier<>*> kp_warps;
 #define __align__(n) alignas(n)
 #define __restrict__
 #define __syncthreads() kp_barrier->arrive_and_wait()
-#define __syncwarp(...) kp_warps[threadIdx.x >> 5]->arrive_and_wait()
+#define __syncwarp(...) kp_warps[(threadIdx.x + threadIdx.y * blockDim.x) >> 5]->arrive_and_wait()
 #define __expf expf
 #define __logf logf
 #define rsqrtf(v) (1.0f / sqrtf(v))
@@ -61,11 +61,11 @@ inline __half __float2half(float f) { _Float16 v = (_Float16)f; __half h; std::m
 template <class T> T atomicAdd(T* p, T v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
 template <class T> struct kp_slots { static inline T value[1024]; };
 template <class T> T kp_exchange(T v, unsigned src_lane) {
-    unsigned t = threadIdx.x, lane = t & 31, base = t - lane;
+    unsigned t = threadIdx.x + threadIdx.y * blockDim.x, lane = t & 31, base = t - lane;
     kp_slots<T>::value[t] = v;
     kp_warps[t >> 5]->arrive_and_wait();
     unsigned src = base + src_lane;
-    T r = (src_lane < 32 && src < blockDim.x) ? kp_slots<T>::value[src] : v;
+    T r = (src_lane < 32 && src < blockDim.x * blockDim.y) ? kp_slots<T>::value[src] : v;
     kp_warps[t >> 5]->arrive_and_wait();
     return r;
 }
@@ -76,19 +76,20 @@ template <class T> T __shfl_xor_sync(unsigned, T v, int m, int = 32) { return kp
 template <class T> T __shfl_sync(unsigned, T v, int l, int = 32) { return kp_exchange(v, unsigned(l) & 31); }
 """
 LAUNCHER = r"""
-extern "C" void kp_launch(unsigned kp_gx, unsigned kp_bx, PARAMS) {
-    gridDim = {kp_gx, 1, 1};
-    blockDim = {kp_bx, 1, 1};
-    for (unsigned kp_b = 0; kp_b < kp_gx; ++kp_b) {  // one block at a time: __shared__ is static
-        blockIdx = {kp_b, 0, 0};
-        std::barrier<> kp_bar(kp_bx);
+extern "C" void kp_launch(unsigned kp_gx, unsigned kp_gy, unsigned kp_bx, unsigned kp_by, PARAMS) {
+    gridDim = {kp_gx, kp_gy, 1};
+    blockDim = {kp_bx, kp_by, 1};
+    const unsigned kp_n = kp_bx * kp_by;
+    for (unsigned kp_b = 0; kp_b < kp_gx * kp_gy; ++kp_b) {  // one block at a time: __shared__ is static
+        blockIdx = {kp_b % kp_gx, kp_b / kp_gx, 0};
+        std::barrier<> kp_bar(kp_n);
         kp_barrier = &kp_bar;
         kp_warps.clear();
-        for (unsigned kp_w = 0; kp_w * 32 < kp_bx; ++kp_w)
-            kp_warps.push_back(new std::barrier<>(kp_bx - kp_w * 32 < 32 ? kp_bx - kp_w * 32 : 32));
+        for (unsigned kp_w = 0; kp_w * 32 < kp_n; ++kp_w)
+            kp_warps.push_back(new std::barrier<>(kp_n - kp_w * 32 < 32 ? kp_n - kp_w * 32 : 32));
         std::vector<std::thread> kp_threads;
-        for (unsigned kp_t = 0; kp_t < kp_bx; ++kp_t)
-            kp_threads.emplace_back([=] { threadIdx = {kp_t, 0, 0}; KERNEL(ARGS); });
+        for (unsigned kp_t = 0; kp_t < kp_n; ++kp_t)
+            kp_threads.emplace_back([=] { threadIdx = {kp_t % kp_bx, kp_t / kp_bx, 0}; KERNEL(ARGS); });
         for (auto& kp_thread : kp_threads) kp_thread.join();
         for (auto* kp_w : kp_warps) delete kp_w;
     }
@@ -98,8 +99,8 @@ SCALARS = {"int": ctypes.c_int, "float": ctypes.c_float, "double": ctypes.c_doub
            "size_t": ctypes.c_size_t, "long long": ctypes.c_longlong}
 
 
-def emulate(workdir: Path, source: str, kernel: str, grid: int, block: int, args: list,
-            defines: dict | None = None) -> None:
+def emulate(workdir: Path, source: str, kernel: str, grid: int | tuple[int, int], block: int | tuple[int, int],
+            args: list, defines: dict | None = None) -> None:
     """Run ``kernel`` over a 1-D ``grid`` x ``block`` launch on the CPU; numpy arrays are the buffers, ctypes
     values the scalars of types the table does not know."""
     params = find_kernels(source)[kernel].params
@@ -118,7 +119,8 @@ def emulate(workdir: Path, source: str, kernel: str, grid: int, block: int, args
     values = [a if isinstance(a, ctypes._SimpleCData) else  # a scalar of a typedef'd type, passed typed
               ctypes.c_void_p(a.ctypes.data) if p.is_pointer else SCALARS[p.base_type](a)
               for p, a in zip(params, args, strict=True)]
-    ctypes.CDLL(str(library)).kp_launch(ctypes.c_uint(grid), ctypes.c_uint(block), *values)
+    (gx, gy), (bx, by) = (g if isinstance(g, tuple) else (g, 1) for g in (grid, block))
+    ctypes.CDLL(str(library)).kp_launch(*(ctypes.c_uint(v) for v in (gx, gy, bx, by)), *values)
 
 
 def bf16(values: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ from kernelpro.rewrites.launch import launch_text
 from kernelpro.rewrites.privatize import privatize_histogram
 from kernelpro.rewrites.shuffle_reduce import shuffle_reduction
 from kernelpro.rewrites.shuffle_scan import shuffle_scan
+from kernelpro.rewrites.transpose import tiled_transpose
 from kernelpro.rewrites.vectorize import vectorize, vectorize_any
 from kernelpro.rewrites.warp_per_row import warp_per_row
 from kernelpro.sass import KernelSass, sass_for_cubin
@@ -372,3 +373,43 @@ def test_warp_shuffle_scan_is_exact(compiler: Compiler, workdir: Path) -> None:
             assert np.array_equal(y, ref), (block, rows, cols)
             if block != 48:
                 assert np.array_equal(y.reshape(rows, cols), np.cumsum(x.reshape(rows, cols), axis=1))
+
+
+# --- tiled transpose ----------------------------------------------------------------------------------
+
+HALF_TRANSPOSE = """\
+#include <cuda_fp16.h>
+typedef __half T;
+
+extern "C" __global__ void flip(const T* in, T* out, int height, int width) {
+    const int c = threadIdx.x + blockIdx.x * 16;
+    const int r = threadIdx.y + blockIdx.y * 16;
+    if (c < width && r < height) { out[(long long)c * height + r] = in[(long long)r * width + c]; }
+}
+"""
+
+
+@needs_nvcc
+@needs_gxx
+def test_tiled_transpose_is_exact_and_goes_through_shared_memory(compiler: Compiler, workdir: Path) -> None:
+    t = load_task(ROOT / "tasks" / "transpose.cu")
+    rewrite = tiled_transpose(t.source, t.kernel, ("ceil_div(COLS, BLOCK_X)", "ceil_div(ROWS, BLOCK_Y)"))
+    launch = tomllib.loads(launch_text(rewrite.source))["launch"][0]
+    assert launch == {"grid": ["ceil_div(COLS, 32)", "ceil_div(ROWS, 32)"], "block": ["32", "8"], "shared_mem": "0"}
+    sass = sass_of(compiler, rewrite.source, t.kernel, t.defines())
+    assert sass.histogram["shared_store"] >= 1 and sass.histogram["shared_load"] >= 1 and sass.histogram["barrier"] == 1
+    for rows, cols, block in ((37, 70, (32, 8)), (5, 3, (32, 8)), (40, 33, (16, 16))):  # (16, 16): a knob's block
+        x = offset_buffer(rows * cols, 0)
+        y = np.zeros_like(x)
+        emulate(workdir, rewrite.source, t.kernel, (-(-cols // 32), -(-rows // 32)), block, [x, y, rows, cols])
+        assert np.array_equal(y.reshape(cols, rows), x.reshape(rows, cols).T), (rows, cols, block)
+    own = tiled_transpose(HALF_TRANSPOSE, "flip", ("ceil_div(W, 16)", "ceil_div(H, 16)"))
+    assert "__shared__ T kp_tile[32][33];" in own.source
+    assert sass_of(compiler, own.source, "flip").histogram["shared_store"] >= 1
+    h = offset_buffer(9 * 45, 0, np.float16)
+    out = np.zeros_like(h)
+    emulate(workdir, own.source, "flip", (2, 1), (32, 8), [h.view(np.uint16), out.view(np.uint16), 9, 45])
+    assert np.array_equal(out.reshape(45, 9), h.reshape(9, 45).T)
+    with pytest.raises(TransformError, match="not the transpose"):
+        tiled_transpose(HALF_TRANSPOSE.replace("in[(long long)r * width + c]", "in[(long long)c * width + r]"),
+                        "flip", ("ceil_div(W, 16)", "ceil_div(H, 16)"))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from kernelpro.rewrites.privatize import privatize_histogram
 from kernelpro.rewrites.shuffle_reduce import shuffle_reduction
 from kernelpro.rewrites.shuffle_scan import shuffle_scan
+from kernelpro.rewrites.transpose import tiled_transpose
 from kernelpro.rewrites.vectorize import vectorize
 from kernelpro.rewrites.warp_per_row import warp_per_row
 from kernelpro.sass import KernelSass
@@ -78,6 +79,11 @@ REWRITES: tuple[StructuralRewrite, ...] = (
                       lambda source, task: privatize_histogram(source, task.kernel, *_launch(task)),
                       "shared-memory atomics (ATOMS) instead of global atomics (RED) per element",
                       lambda b, a: a["atomic_shared"] > b["atomic_shared"]),
+    StructuralRewrite("tiled_transpose", "tiled-transpose",
+                      "naive transpose → padded 32x33 shared-memory tile, coalesced both ways, own launch",
+                      lambda source, task: tiled_transpose(source, task.kernel, _launch(task)[0]),
+                      "the copy goes through shared memory (STS, LDS, one BAR)",
+                      lambda b, a: a["shared_store"] > b["shared_store"] and a["barrier"] > b["barrier"]),
 )
 
 
