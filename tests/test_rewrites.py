@@ -18,6 +18,7 @@ from cpu_emulation import bf16, emulate, from_bf16, offset_buffer
 
 from kernelpro.compiler import Compiler, CompileRequest
 from kernelpro.cuda_source import find_kernels
+from kernelpro.rewrites.coarsen import coarsen_rows
 from kernelpro.rewrites.launch import launch_text
 from kernelpro.rewrites.privatize import privatize_histogram
 from kernelpro.rewrites.shuffle_reduce import shuffle_reduction
@@ -413,3 +414,30 @@ def test_tiled_transpose_is_exact_and_goes_through_shared_memory(compiler: Compi
     with pytest.raises(TransformError, match="not the transpose"):
         tiled_transpose(HALF_TRANSPOSE.replace("in[(long long)r * width + c]", "in[(long long)c * width + r]"),
                         "flip", ("ceil_div(W, 16)", "ceil_div(H, 16)"))
+
+
+# --- thread coarsening of 2-D kernels ---------------------------------------------------------------
+
+@needs_nvcc
+@needs_gxx
+def test_coarsened_stencil_is_exact_and_issues_four_rows_of_loads(compiler: Compiler, workdir: Path) -> None:
+    t = load_task(ROOT / "tasks" / "stencil2d.cu")
+    grid, block = ("ceil_div(COLS, BLOCK_X)", "ceil_div(ROWS, BLOCK_Y)"), ("BLOCK_X", "BLOCK_Y")
+    rewrite = coarsen_rows(t.source, t.kernel, grid, block)
+    launch = tomllib.loads(launch_text(rewrite.source))["launch"][0]
+    assert launch["grid"] == ["ceil_div(COLS, BLOCK_X)", "ceil_div(ROWS, (BLOCK_Y) * 4)"]
+    assert launch["block"] == list(block)
+    before = sass_of(compiler, t.source, t.kernel, t.defines()).histogram
+    after = sass_of(compiler, rewrite.source, t.kernel, t.defines()).histogram
+    assert after["global_load_32"] >= 4 * before["global_load_32"] - 4
+    defines = {"BLOCK_X": 8, "BLOCK_Y": 4}
+    for rows, cols in ((19, 13), (1, 5), (33, 8)):
+        x = offset_buffer(rows * cols, 0)
+        y = np.zeros_like(x)
+        emulate(workdir, rewrite.source, t.kernel, (-(-cols // 8), -(-rows // 16)), (8, 4), [x, y, rows, cols], defines)
+        ref = np.zeros_like(x)
+        emulate(workdir, t.source, t.kernel, (-(-cols // 8), -(-rows // 4)), (8, 4), [x, ref, rows, cols], defines)
+        assert np.array_equal(y, ref), (rows, cols)
+    early = t.source.replace("y[idx] = x[idx];", "{ y[idx] = x[idx]; return; }")
+    with pytest.raises(TransformError, match="returns"):
+        coarsen_rows(early, t.kernel, grid, block)

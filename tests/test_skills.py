@@ -40,6 +40,9 @@ def test_builtin_skills_parse_and_cover_the_patterns() -> None:
         assert set(skill.rewrites) <= known, skill.name
         assert list(skill.folder.glob("assets/*.cu")), f"{skill.name} has no reference kernel"
         assert skill.tokens <= BODY_TOKEN_BUDGET // MAX_SELECTED, (skill.name, skill.tokens)  # two always fit
+    names = {s.name for s in skills}
+    for rewrite in REWRITES:  # every machine rewrite is explained by a skill that names it
+        assert rewrite.skill in names and rewrite.name in next(s for s in skills if s.name == rewrite.skill).rewrites
 
 
 @pytest.mark.skipif(find_tool("nvcc", required=False) is None, reason="nvcc not installed")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from kernelpro.rewrites.coarsen import coarsen_rows
 from kernelpro.rewrites.privatize import privatize_histogram
 from kernelpro.rewrites.shuffle_reduce import shuffle_reduction
 from kernelpro.rewrites.shuffle_scan import shuffle_scan
@@ -84,6 +85,12 @@ REWRITES: tuple[StructuralRewrite, ...] = (
                       lambda source, task: tiled_transpose(source, task.kernel, _launch(task)[0]),
                       "the copy goes through shared memory (STS, LDS, one BAR)",
                       lambda b, a: a["shared_store"] > b["shared_store"] and a["barrier"] > b["barrier"]),
+    StructuralRewrite("coarsen_rows", "thread-coarsening",
+                      "2-D pointwise kernel → 4 rows per thread (unrolled), grid y divided by 4, own launch",
+                      lambda source, task: coarsen_rows(source, task.kernel, *_launch(task)),
+                      "4x the global loads per thread, issued back to back",
+                      lambda b, a: a["global_load_32"] + a["global_load_128"] >= 3 * (b["global_load_32"]
+                                                                                      + b["global_load_128"]) > 0),
 )
 
 
