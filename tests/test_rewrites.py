@@ -23,6 +23,7 @@ from kernelpro.rewrites.launch import launch_text
 from kernelpro.rewrites.privatize import privatize_histogram
 from kernelpro.rewrites.shuffle_reduce import shuffle_reduction
 from kernelpro.rewrites.shuffle_scan import shuffle_scan
+from kernelpro.rewrites.thread_to_warp import thread_to_warp
 from kernelpro.rewrites.transpose import tiled_transpose
 from kernelpro.rewrites.vectorize import vectorize, vectorize_any
 from kernelpro.rewrites.warp_per_row import warp_per_row
@@ -441,3 +442,62 @@ def test_coarsened_stencil_is_exact_and_issues_four_rows_of_loads(compiler: Comp
     early = t.source.replace("y[idx] = x[idx];", "{ y[idx] = x[idx]; return; }")
     with pytest.raises(TransformError, match="returns"):
         coarsen_rows(early, t.kernel, grid, block)
+
+
+# --- thread per row → warp per row ---------------------------------------------------------------------
+
+THREAD_ROWS = """\
+typedef float real;
+
+__device__ __forceinline__ real square(real v) { return v * v; }
+
+// One thread per row: RMS-normalise and record the row's max.
+extern "C" __global__ void rms_rows(const real* x, const real* w, real* y, real* row_max, int rows, int cols,
+                                    float eps) {
+    int row = blockIdx.x * blockDim.x + threadIdx.x;
+    if (row >= rows) return;
+    const real* xr = x + (size_t)row * cols;
+    real* yr = y + (size_t)row * cols;
+    real ss = 0.5f;  // not the identity: the lanes must not add it 32 times
+    for (int j = 0; j < cols; ++j) ss += square(xr[j]);
+    real m = -INFINITY;
+    for (int j = 0; j < cols; j++) m = fmaxf(m, xr[j]);
+    const real scale = rsqrtf(ss / cols + eps);
+    for (int j = 0; j < cols; ++j) {
+        yr[j] = xr[j] * scale * w[j];
+    }
+    row_max[row] = m;
+}
+"""
+
+
+@needs_nvcc
+@needs_gxx
+def test_thread_per_row_becomes_warp_per_row(compiler: Compiler, workdir: Path) -> None:
+    rewrite = thread_to_warp(THREAD_ROWS, "rms_rows", ("ceil_div(ROWS, BLOCK)",))
+    launch = tomllib.loads(launch_text(rewrite.source))["launch"][0]
+    assert launch == {"grid": ["ceil_div((ROWS) * 32, BLOCK)"], "block": ["BLOCK"], "shared_mem": "0"}
+    assert sass_of(compiler, THREAD_ROWS, "rms_rows").histogram["shuffle"] == 0
+    assert sass_of(compiler, rewrite.source, "rms_rows").histogram["shuffle"] >= 10
+    for rows, cols, block in ((5, 100, 64), (3, 1, 32), (9, 37, 128)):
+        x, w = offset_buffer(rows * cols, 0), offset_buffer(cols, 0, seed=2)
+        y, mx = np.zeros_like(x), np.zeros(rows, np.float32)
+        emulate(workdir, rewrite.source, "rms_rows", -(-rows * 32 // block), block, [x, w, y, mx, rows, cols, F(1e-5)])
+        xr = x.reshape(rows, cols).astype(np.float64)
+        expect = xr / np.sqrt(((xr * xr).sum(axis=1, keepdims=True) + 0.5) / cols + 1e-5) * w
+        np.testing.assert_allclose(y.reshape(rows, cols), expect, rtol=1e-4)
+        assert np.array_equal(mx, x.reshape(rows, cols).max(axis=1))
+    block_form = THREAD_ROWS.replace("if (row >= rows) return;", "if (row < rows) {").replace(
+        "    row_max[row] = m;\n}", "    row_max[row] = m;\n    }\n}")
+    x, w = offset_buffer(4 * 50, 0), offset_buffer(50, 0, seed=2)
+    ys = [np.zeros_like(x), np.zeros_like(x)]
+    for source, y in zip((rewrite.source, thread_to_warp(block_form, "rms_rows", ("ceil_div(ROWS, BLOCK)",)).source),
+                         ys, strict=True):
+        emulate(workdir, source, "rms_rows", 2, 64, [x, w, y, np.zeros(4, np.float32), 4, 50, F(1e-5)])
+    assert np.array_equal(ys[0], ys[1])
+    dependent = THREAD_ROWS.replace("yr[j] = xr[j] * scale * w[j];", "yr[j] = xr[j] * scale * w[j] + yr[j - 1];")
+    with pytest.raises(TransformError, match="accessed elsewhere"):
+        thread_to_warp(dependent, "rms_rows", ("ceil_div(ROWS, BLOCK)",))
+    running = THREAD_ROWS.replace("ss += square(xr[j]);", "ss = ss * 0.5f + square(xr[j]);")
+    with pytest.raises(TransformError, match="neither a local"):
+        thread_to_warp(running, "rms_rows", ("ceil_div(ROWS, BLOCK)",))

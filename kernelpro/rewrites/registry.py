@@ -8,6 +8,7 @@ a source and the task (a remap needs the task's launch expressions) and raises
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -15,12 +16,13 @@ from kernelpro.rewrites.coarsen import coarsen_rows
 from kernelpro.rewrites.privatize import privatize_histogram
 from kernelpro.rewrites.shuffle_reduce import shuffle_reduction
 from kernelpro.rewrites.shuffle_scan import shuffle_scan
+from kernelpro.rewrites.thread_to_warp import thread_to_warp
 from kernelpro.rewrites.transpose import tiled_transpose
 from kernelpro.rewrites.vectorize import vectorize
 from kernelpro.rewrites.warp_per_row import warp_per_row
 from kernelpro.sass import KernelSass
 from kernelpro.task import Task
-from kernelpro.transforms import Rewrite
+from kernelpro.transforms import Rewrite, TransformError
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,14 @@ def _launch(task: Task) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(e.text for e in task.launch.grid), tuple(e.text for e in task.launch.block)
 
 
+def _thread_to_warp(source: str, task: Task) -> Rewrite:
+    for values in itertools.product(*(knob.values for knob in task.knobs.values())):
+        config = dict(zip(task.knobs, values, strict=True))
+        if task.satisfies_constraints(config) and task.block(task.env(knobs=config))[0] % 32:
+            raise TransformError(f"the block size is not a multiple of 32 for knobs {config}: warps would span rows")
+    return thread_to_warp(source, task.kernel, _launch(task)[0])
+
+
 def _warp_per_row(source: str, task: Task) -> Rewrite:
     launch = task.launch
     return warp_per_row(source, task.kernel, tuple(e.text for e in launch.grid), tuple(e.text for e in launch.block),
@@ -71,6 +81,10 @@ REWRITES: tuple[StructuralRewrite, ...] = (
                       "shared-memory Hillis-Steele scan → warp shuffle-up scans plus one warp over the totals",
                       lambda source, task: shuffle_scan(source, task.kernel),
                       "SHFL.UP instructions for the scan", lambda b, a: a["shuffle"] > b["shuffle"]),
+    StructuralRewrite("thread_to_warp", "row-reductions",
+                      "thread-per-row → warp-per-row: lanes stride the row, accumulators combined by shuffles",
+                      _thread_to_warp, "SHFL butterflies for the row's accumulators",
+                      lambda b, a: a["shuffle"] > b["shuffle"]),
     StructuralRewrite("warp_per_row", "row-reductions",
                       "one warp per row, reductions in registers, the candidate's own launch", _warp_per_row,
                       "no block barrier (BAR) left, SHFL butterflies",
