@@ -59,6 +59,9 @@ class RunSettings:
     created: str = ""
     skills: tuple[str, ...] = ()  # user skills folders added to the built-in ones (optimize --skills)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "skills", tuple(self.skills))  # a JSON list when loaded from run.json
+
     def save(self, run_dir: Path) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / RUN_FILE).write_text(json.dumps(asdict(self), indent=2))
