@@ -9,6 +9,10 @@ thread-to-work mapping also return the candidate's own launch (:mod:`kernelpro.r
 - :mod:`~kernelpro.rewrites.shuffle_reduce`: shared-memory tree reduction → warp-shuffle reduction.
 - :mod:`~kernelpro.rewrites.shuffle_scan`: shared-memory Hillis-Steele scan → warp-shuffle scan.
 - :mod:`~kernelpro.rewrites.warp_per_row`: block-per-row → warp-per-row remap with a candidate launch.
+- :mod:`~kernelpro.rewrites.thread_to_warp`: thread-per-row → warp-per-row remap with a candidate launch.
 - :mod:`~kernelpro.rewrites.privatize`: byte-indexed histogram → shared-memory bins per block (own launch).
+- :mod:`~kernelpro.rewrites.transpose`: naive transpose → padded shared-memory tile (own launch).
+- :mod:`~kernelpro.rewrites.coarsen`: 2-D pointwise kernel → several rows per thread (own launch).
+- :mod:`~kernelpro.rewrites.launch`: renders the ``/* kernelpro launch */`` block those remaps emit.
 - :mod:`~kernelpro.rewrites.registry`: the order the offline proposer tries them in, and their skills.
 """
