@@ -15,7 +15,9 @@ lane of the butterfly ends with the same value. ``__syncthreads`` becomes ``__sy
 Launch: the kernel's parameters stay as they are; the candidate carries its own launch
 (:mod:`kernelpro.rewrites.launch`). With a row guard (``if (row >= rows) return;``) a block holds
 ``WARPS_PER_BLOCK`` rows and the grid is ``ceil_div(rows, WARPS_PER_BLOCK)``; without one, surplus
-warps would run past the last row, so a block is one warp (grid unchanged, block ``32``).
+warps would run past the last row, so a block is one warp (grid unchanged, block ``32``). Threads beyond
+the launch's block leave at once (no barrier remains), so a larger block, e.g. the task's own launch
+where the candidate's is not read, stays correct.
 """
 
 from __future__ import annotations
@@ -153,7 +155,8 @@ def warp_per_row(source: str, kernel: str, grid: tuple[str, ...], block: tuple[s
     indent = _indent_of(source, _statements(k.code, k.body[0] + 1, k.body[1])[0][0])
     head = (f"\n{indent}// kernelpro: one warp per row, {warps} row(s) per block\n"
             f"{indent}const unsigned int kp_row = blockIdx.x * {warps}u + (threadIdx.x >> 5);\n"
-            f"{indent}const unsigned int kp_lane = threadIdx.x & 31u;")
+            f"{indent}const unsigned int kp_lane = threadIdx.x & 31u;\n"
+            f"{indent}if (threadIdx.x >= {32 * warps}u) return;  // a larger block than the launch below: idle")
     new = new[: k2.body[0] + 1] + head + body + new[k2.body[1] :]
     rows = grid[0] if warps == 1 else f"ceil_div({grid[0]}, {warps})"
     launch = CandidateLaunch((rows,), (str(32 * warps),), "0")
