@@ -33,7 +33,7 @@ from kernelpro.task import Task
 
 EVIDENCE_CLASSES = ("global_load_narrow", "global_load_32", "global_load_64", "global_load_128", "global_store_narrow",
                     "global_store_32", "global_store_64", "global_store_128", "shared_load", "shared_store", "shuffle",
-                    "barrier", "atomic_shared", "atomic_global", "tensor")
+                    "barrier", "barrier_in_loops", "atomic_shared", "atomic_global", "tensor")
 REFERENCE_GPU = KNOWN_GPUS[0]  # H100 SXM5: the ridge the [cost] classification uses
 
 

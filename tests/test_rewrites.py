@@ -502,3 +502,32 @@ def test_thread_per_row_becomes_warp_per_row(compiler: Compiler, workdir: Path) 
     running = THREAD_ROWS.replace("ss += square(xr[j]);", "ss = ss * 0.5f + square(xr[j]);")
     with pytest.raises(TransformError, match="neither a local"):
         thread_to_warp(running, "rms_rows", ("ceil_div(ROWS, BLOCK)",))
+
+
+@needs_nvcc
+@needs_gxx
+def test_proven_launches_drop_the_fallback_loop(compiler: Compiler, workdir: Path) -> None:
+    """When every launch the task allows is a power-of-two multiple of 32 threads, the tree loop is gone: no
+    barrier is left inside a loop, and the result is still the tree's."""
+    from kernelpro.rewrites.registry import proven_widths
+
+    softmax = load_task(ROOT / "tasks" / "softmax.cu")
+    assert proven_widths(softmax, softmax.source) == {"blockDim.x", "BLOCK"}
+    rewrite = shuffle_reduction(softmax.source, softmax.kernel, proven_widths(softmax, softmax.source))
+    assert "for (int s = blockDim.x / 2" not in rewrite.source
+    sass = sass_of(compiler, rewrite.source, softmax.kernel, softmax.defines())
+    assert sass.histogram_in_loops["barrier"] == 0 and sass.histogram["shuffle"] >= 10
+    x = offset_buffer(3 * 777, 0, scale=3)
+    y = np.zeros_like(x)
+    emulate(workdir, rewrite.source, softmax.kernel, 3, 128, [x, y, 3, 777], {"BLOCK": 128})
+    ref = np.exp(x.reshape(3, 777) - x.reshape(3, 777).max(axis=1, keepdims=True))
+    np.testing.assert_allclose(y.reshape(3, 777), ref / ref.sum(axis=1, keepdims=True), rtol=1e-5)
+    scan = load_task(ROOT / "tasks" / "scan.cu")
+    scanned = shuffle_scan(scan.source, scan.kernel, proven_widths(scan, scan.source))
+    assert "offset <<= 1" not in scanned.source
+    data = np.random.default_rng(1).integers(-9, 9, 2 * 300, dtype=np.int32)
+    out = np.zeros_like(data)
+    emulate(workdir, scanned.source, scan.kernel, 2, 64, [data, out, 300], {"BLOCK": 64})
+    assert np.array_equal(out.reshape(2, 300), np.cumsum(data.reshape(2, 300), axis=1))
+    remapped = warp_per_row(softmax.source, softmax.kernel, ("ROWS",), ("BLOCK",))
+    assert proven_widths(softmax, remapped.source) == frozenset()  # a candidate with its own launch: not proven

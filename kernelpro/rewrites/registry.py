@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from kernelpro.rewrites.coarsen import coarsen_rows
+from kernelpro.rewrites.launch import launch_text
 from kernelpro.rewrites.privatize import privatize_histogram
 from kernelpro.rewrites.shuffle_reduce import shuffle_reduction
 from kernelpro.rewrites.shuffle_scan import shuffle_scan
@@ -42,6 +43,7 @@ def sass_counts(kernel: KernelSass) -> dict[str, int]:
     counts = {name: kernel.histogram[name] for name in kernel.histogram}
     counts["atomic_shared"] = sum(i.opcode == "ATOMS" for i in kernel.instructions)
     counts["atomic_global"] = sum(i.opcode in ("RED", "REDG", "ATOM", "ATOMG") for i in kernel.instructions)
+    counts["barrier_in_loops"] = kernel.histogram_in_loops["barrier"]  # each runs once per iteration
     return counts
 
 
@@ -52,6 +54,20 @@ def _wider(before: Mapping[str, int], after: Mapping[str, int]) -> bool:
 
 def _launch(task: Task) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(e.text for e in task.launch.grid), tuple(e.text for e in task.launch.block)
+
+
+def proven_widths(task: Task, source: str) -> frozenset[str]:
+    """``{"blockDim.x", <the task's block expression>}`` when every launch the task allows is a 1-D block of a
+    power-of-two multiple of 32 threads (at most 1024) and the source has no launch of its own; else empty."""
+    if launch_text(source) is not None or len(task.launch.block) != 1:
+        return frozenset()
+    for values in itertools.product(*(knob.values for knob in task.knobs.values())):
+        config = dict(zip(task.knobs, values, strict=True))
+        if task.satisfies_constraints(config):
+            threads = task.block(task.env(knobs=config))[0]
+            if threads % 32 or threads & (threads - 1) or threads > 1024:
+                return frozenset()
+    return frozenset({"blockDim.x", task.launch.block[0].text.strip()})
 
 
 def _thread_to_warp(source: str, task: Task) -> Rewrite:
@@ -75,11 +91,11 @@ REWRITES: tuple[StructuralRewrite, ...] = (
                       "more 64/128-bit global loads/stores (LDG.E.128)", _wider),
     StructuralRewrite("warp_shuffle_reduction", "warp-block-reductions",
                       "shared-memory tree reduction → warp shuffles plus one warp over the partials",
-                      lambda source, task: shuffle_reduction(source, task.kernel),
+                      lambda source, task: shuffle_reduction(source, task.kernel, proven_widths(task, source)),
                       "SHFL instructions for the reduction", lambda b, a: a["shuffle"] > b["shuffle"]),
     StructuralRewrite("warp_shuffle_scan", "prefix-scan",
                       "shared-memory Hillis-Steele scan → warp shuffle-up scans plus one warp over the totals",
-                      lambda source, task: shuffle_scan(source, task.kernel),
+                      lambda source, task: shuffle_scan(source, task.kernel, proven_widths(task, source)),
                       "SHFL.UP instructions for the scan", lambda b, a: a["shuffle"] > b["shuffle"]),
     StructuralRewrite("thread_to_warp", "row-reductions",
                       "thread-per-row → warp-per-row: lanes stride the row, accumulators combined by shuffles",

@@ -20,7 +20,8 @@ round differently, as it would at another block size).
 
 Correctness guards: the shuffle path runs only when the tree's width is ``blockDim.x``, a power of two
 and a multiple of 32, on a 1-D block; any other launch runs the original loop, kept as the ``else``
-branch. After the reduction only ``red[0]`` holds the tree's result (the other slots hold partials), so
+branch (left out when the task's launch guarantees the width: see :func:`shuffle_reduction`). After the
+reduction only ``red[0]`` holds the tree's result (the other slots hold partials), so
 the rewrite refuses kernels that read any other slot afterwards.
 """
 
@@ -145,14 +146,17 @@ def _warp_steps(tree: TreeReduction, first: str, pad: str) -> list[str]:
     return lines
 
 
-def shuffle_code(k: _Kernel, tree: TreeReduction) -> str:
-    """The replacement for the tree loop: the shuffle path, and the original loop for other launches."""
+def shuffle_code(k: _Kernel, tree: TreeReduction, proven: bool = False) -> str:
+    """The replacement for the tree loop: the shuffle path, and the original loop for other launches (left out
+    when ``proven``: every launch the task allows has the width the shuffle path needs)."""
     indent = _indent_of(k.source, tree.span[0])
     pad, inner = indent + "    ", indent + "        "
     fast = (f"{tree.width} == blockDim.x && (blockDim.x & 31) == 0 && (blockDim.x & (blockDim.x - 1)) == 0 && "
             "blockDim.y == 1 && blockDim.z == 1")
     lane = "threadIdx.x"
-    lines = [f"if ({fast}) {{  // kernelpro: warp-shuffle reduction, then one warp over the warps' partials"]
+    what = "warp-shuffle reduction, then one warp over the warps' partials"
+    lines = [f"{{  // kernelpro: {what} (every allowed block is a power-of-two multiple of 32)" if proven
+             else f"if ({fast}) {{  // kernelpro: {what}"]
     lines += [f"{pad}{t} kp_{n} = {n}[{lane}];" for n, t in tree.arrays]
     lines += _warp_steps(tree, "16", pad)
     lines += [f"{pad}__syncthreads();  // every slot is read before the warp leaders overwrite the first ones",
@@ -162,8 +166,10 @@ def shuffle_code(k: _Kernel, tree: TreeReduction) -> str:
     lines += [f"{inner}kp_{n} = {n}[{lane}];" for n, _ in tree.arrays]
     lines += _warp_steps(tree, "(int)(blockDim.x >> 6)", inner)
     lines += [f"{inner}if ({lane} == 0) {{"] + [f"{inner}    {n}[0] = kp_{n};" for n, _ in tree.arrays]
-    lines += [f"{inner}}}", f"{pad}}}", f"{pad}__syncthreads();", f"{indent}}} else {{"]
-    lines += [_reindent(k.source[tree.span[0] : tree.span[1]], pad), f"{indent}}}"]
+    lines += [f"{inner}}}", f"{pad}}}", f"{pad}__syncthreads();"]
+    if not proven:
+        lines += [f"{indent}}} else {{", _reindent(k.source[tree.span[0] : tree.span[1]], pad)]
+    lines.append(f"{indent}}}")
     return "\n".join(lines)
 
 
@@ -186,8 +192,12 @@ def _other_uses(k: _Kernel, trees: list[TreeReduction], definitions: dict[str, s
     return None
 
 
-def shuffle_reduction(source: str, kernel: str) -> Rewrite:
-    """Replace every shared-memory tree reduction in ``kernel`` by a warp-shuffle one (see the module doc)."""
+def shuffle_reduction(source: str, kernel: str, proven_widths: frozenset[str] = frozenset()) -> Rewrite:
+    """Replace every shared-memory tree reduction in ``kernel`` by a warp-shuffle one (see the module doc).
+
+    ``proven_widths``: tree widths (``blockDim.x``, the task's block macro) that the caller has proven to be a
+    power-of-two multiple of 32 on a 1-D block for every launch the task allows; their trees get no fallback.
+    """
     k = _locate(source, kernel)
     definitions, shared = _definitions(k), shared_arrays(k)
     trees, reasons = [], []
@@ -202,7 +212,7 @@ def shuffle_reduction(source: str, kernel: str) -> Rewrite:
     problem = _other_uses(k, trees, definitions)
     if problem:
         raise TransformError(f"cannot replace the tree reduction in {kernel}: {problem}")
-    new = _splice(source, [(t.span[0], t.span[1], shuffle_code(k, t)) for t in trees])
+    new = _splice(source, [(t.span[0], t.span[1], shuffle_code(k, t, t.width in proven_widths)) for t in trees])
     arrays = sorted({n for t in trees for n, _ in t.arrays})
     return Rewrite(new, f"replace {len(trees)} shared-memory tree reduction(s) over {', '.join(arrays)} by "
                         "warp-shuffle reductions (2 barriers each instead of log2(block))")

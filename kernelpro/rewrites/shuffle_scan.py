@@ -58,8 +58,10 @@ def _warp_scan(value: str, type_: str, pad: str) -> list[str]:
             f"{pad}}}"]
 
 
-def shuffle_scan(source: str, kernel: str) -> Rewrite:
-    """Replace each shared-memory Hillis-Steele scan in ``kernel`` by a warp-shuffle scan (see the module doc)."""
+def shuffle_scan(source: str, kernel: str, proven_widths: frozenset[str] = frozenset()) -> Rewrite:
+    """Replace each shared-memory Hillis-Steele scan in ``kernel`` by a warp-shuffle scan (see the module doc);
+    scans whose width is in ``proven_widths`` (see :func:`~kernelpro.rewrites.shuffle_reduce.shuffle_reduction`)
+    get no fallback."""
     k = _locate(source, kernel)
     definitions, shared = _definitions(k), shared_arrays(k)
     edits, reasons = [], []
@@ -73,7 +75,9 @@ def shuffle_scan(source: str, kernel: str) -> Rewrite:
         pad, inner = indent + "    ", indent + "        "
         fast = (f"{width} == blockDim.x && (blockDim.x & 31) == 0 && (blockDim.x & (blockDim.x - 1)) == 0 && "
                 "blockDim.y == 1 && blockDim.z == 1")
-        lines = [f"if ({fast}) {{  // kernelpro: warp-shuffle scan, one warp over the warp totals",
+        proven = width in proven_widths
+        lines = ["{  // kernelpro: warp-shuffle scan (every allowed block is a power-of-two multiple of 32)" if proven
+                 else f"if ({fast}) {{  // kernelpro: warp-shuffle scan, one warp over the warp totals",
                  f"{pad}{type_} kp_v = {array}[threadIdx.x];", *_warp_scan("kp_v", type_, pad),
                  f"{pad}__syncthreads();  // every slot is read before the warp totals overwrite the first ones",
                  f"{pad}if ((threadIdx.x & 31) == 31) {array}[threadIdx.x >> 5] = kp_v;",
@@ -87,10 +91,10 @@ def shuffle_scan(source: str, kernel: str) -> Rewrite:
                  f"{pad}if (threadIdx.x >= 32) kp_v += {array}[(threadIdx.x >> 5) - 1];",
                  f"{pad}__syncthreads();",
                  f"{pad}{array}[threadIdx.x] = kp_v;",
-                 f"{pad}__syncthreads();",
-                 f"{indent}}} else {{",
-                 _reindent(source[loop.at : loop.body[1]], pad),
-                 f"{indent}}}"]
+                 f"{pad}__syncthreads();"]
+        if not proven:
+            lines += [f"{indent}}} else {{", _reindent(source[loop.at : loop.body[1]], pad)]
+        lines.append(f"{indent}}}")
         edits.append((loop.at, loop.body[1], "\n".join(lines)))
     if not edits:
         raise TransformError(f"no shared-memory Hillis-Steele scan in {kernel}: {'; '.join(reasons) or 'no loops'}")
