@@ -94,7 +94,7 @@ def _print_report(report, *, diffs: bool) -> None:
         click.echo(f"\n{i}. [{kind}] {p.variant.origin}: {p.variant.change}")
         click.echo(f"   SASS: {p.evidence}" + (f"; intended: {p.intended} → {'yes' if p.shows_intended else 'NO'}"
                                                 if p.intended else ""))
-        if p.variant.flags or p.variant.knobs:
+        if not p.structural:
             click.echo(f"   knobs: {dict(p.variant.knobs)} flags: {list(p.variant.flags)}")
         if diffs and p.diff:
             click.echo("   " + p.diff.rstrip("\n").replace("\n", "\n   "))

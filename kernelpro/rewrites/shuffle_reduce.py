@@ -215,4 +215,4 @@ def shuffle_reduction(source: str, kernel: str, proven_widths: frozenset[str] = 
     new = _splice(source, [(t.span[0], t.span[1], shuffle_code(k, t, t.width in proven_widths)) for t in trees])
     arrays = sorted({n for t in trees for n, _ in t.arrays})
     return Rewrite(new, f"replace {len(trees)} shared-memory tree reduction(s) over {', '.join(arrays)} by "
-                        "warp-shuffle reductions (2 barriers each instead of log2(block))")
+                        "warp-shuffle reductions (3 barriers each instead of log2(block))")
