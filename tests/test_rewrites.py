@@ -531,3 +531,25 @@ def test_proven_launches_drop_the_fallback_loop(compiler: Compiler, workdir: Pat
     assert np.array_equal(out.reshape(2, 300), np.cumsum(data.reshape(2, 300), axis=1))
     remapped = warp_per_row(softmax.source, softmax.kernel, ("ROWS",), ("BLOCK",))
     assert proven_widths(softmax, remapped.source) == frozenset()  # a candidate with its own launch: not proven
+
+
+@needs_nvcc
+@needs_gxx
+def test_thread_per_row_becomes_block_per_row(compiler: Compiler, workdir: Path) -> None:
+    rewrite = thread_to_warp(THREAD_ROWS, "rms_rows", ("ceil_div(ROWS, BLOCK)",), per_block=True)
+    launch = tomllib.loads(launch_text(rewrite.source))["launch"][0]
+    assert launch == {"grid": ["ROWS"], "block": ["BLOCK"], "shared_mem": "0"}
+    sass = sass_of(compiler, rewrite.source, "rms_rows").histogram
+    assert sass["shuffle"] >= 10 and sass["barrier"] == 2  # one barrier per accumulator
+    for rows, cols, block in ((5, 1000, 128), (3, 1, 32), (2, 77, 64)):
+        x, w = offset_buffer(rows * cols, 0), offset_buffer(cols, 0, seed=2)
+        y, mx = np.zeros_like(x), np.zeros(rows, np.float32)
+        emulate(workdir, rewrite.source, "rms_rows", rows, block, [x, w, y, mx, rows, cols, F(1e-5)])
+        xr = x.reshape(rows, cols).astype(np.float64)
+        expect = xr / np.sqrt(((xr * xr).sum(axis=1, keepdims=True) + 0.5) / cols + 1e-5) * w
+        np.testing.assert_allclose(y.reshape(rows, cols), expect, rtol=1e-4)
+        assert np.array_equal(mx, x.reshape(rows, cols).max(axis=1))
+    nested = THREAD_ROWS.replace("for (int j = 0; j < cols; ++j) ss += square(xr[j]);",
+                                 "if (cols > 1) { for (int j = 0; j < cols; ++j) ss += square(xr[j]); }")
+    with pytest.raises(TransformError, match="nested"):
+        thread_to_warp(nested, "rms_rows", ("ceil_div(ROWS, BLOCK)",), per_block=True)

@@ -70,12 +70,12 @@ def proven_widths(task: Task, source: str) -> frozenset[str]:
     return frozenset({"blockDim.x", task.launch.block[0].text.strip()})
 
 
-def _thread_to_warp(source: str, task: Task) -> Rewrite:
+def _thread_to_warp(source: str, task: Task, per_block: bool = False) -> Rewrite:
     for values in itertools.product(*(knob.values for knob in task.knobs.values())):
         config = dict(zip(task.knobs, values, strict=True))
         if task.satisfies_constraints(config) and task.block(task.env(knobs=config))[0] % 32:
             raise TransformError(f"the block size is not a multiple of 32 for knobs {config}: warps would span rows")
-    return thread_to_warp(source, task.kernel, _launch(task)[0])
+    return thread_to_warp(source, task.kernel, _launch(task)[0], per_block=per_block)
 
 
 def _warp_per_row(source: str, task: Task) -> Rewrite:
@@ -101,6 +101,10 @@ REWRITES: tuple[StructuralRewrite, ...] = (
                       "thread-per-row → warp-per-row: lanes stride the row, accumulators combined by shuffles",
                       _thread_to_warp, "SHFL butterflies for the row's accumulators",
                       lambda b, a: a["shuffle"] > b["shuffle"]),
+    StructuralRewrite("thread_to_block", "row-reductions",
+                      "thread-per-row → block-per-row: threads stride the row, shuffles then shared partials",
+                      lambda source, task: _thread_to_warp(source, task, per_block=True),
+                      "SHFL butterflies and one barrier per accumulator", lambda b, a: a["shuffle"] > b["shuffle"]),
     StructuralRewrite("warp_per_row", "row-reductions",
                       "one warp per row, reductions in registers, the candidate's own launch", _warp_per_row,
                       "no block barrier (BAR) left, SHFL butterflies",

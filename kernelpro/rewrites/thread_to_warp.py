@@ -17,6 +17,11 @@ What is accepted (anything else is refused with the reason):
   identity and the value it had before the loop is combined back after the butterfly;
 - no barrier, shuffle, atomic or ``return`` inside the row code.
 
+``per_block=True`` gives the row to the whole block instead (threads stride by ``blockDim.x``; after the
+warp butterfly, lane 0 of each warp parks its partial in shared memory, one barrier, and every thread combines
+the partials in the same order): for long rows, where a warp per row would leave too few warps in flight.
+Its grid is the row count, ``ROWS``, and the row code's guard is the same for the whole block.
+
 Launch: the block is unchanged (it must be a multiple of 32: the registry checks every allowed knob value);
 the grid gets 32 times the threads, ``ceil_div((ROWS) * 32, BLOCK)``, written as the candidate's own launch.
 """
@@ -93,8 +98,9 @@ def _loop_plan(body: str, var: str, outer: set[str]) -> dict[str, str]:
     return accumulators
 
 
-def thread_to_warp(source: str, kernel: str, grid: tuple[str, ...]) -> Rewrite:
-    """Remap a thread-per-row ``kernel`` to a warp per row (see the module doc)."""
+def thread_to_warp(source: str, kernel: str, grid: tuple[str, ...], *, per_block: bool = False) -> Rewrite:
+    """Remap a thread-per-row ``kernel`` to a warp per row, or with ``per_block`` to a block per row (see the
+    module doc)."""
     if len(grid) != 1 or _CEIL.fullmatch(grid[0]) is None:
         raise TransformError("the task's grid is not ceil_div(ROWS, BLOCK)")
     k = _locate(source, kernel)
@@ -129,9 +135,14 @@ def thread_to_warp(source: str, kernel: str, grid: tuple[str, ...]) -> Rewrite:
                  k.code[s:e].strip(), re.DOTALL))}
     types = {m.group(2): m.group(1) for m in re.finditer(r"([A-Za-z_][\w:]*)\s+([A-Za-z_]\w*)\s*=", code)}
     edits, reduced = [], 0
+    top_level = {start for start, _ in _statements(k.code, region[0], region[1])}
+    lane, stride = ("threadIdx.x", "blockDim.x") if per_block else ("kp_lane", "32")
     for loop in _loops(k):
         if not region[0] <= loop.at < region[1]:
             continue
+        if loop.at not in top_level:
+            raise TransformError(f"line {line_of(source, loop.at)}: the row loop is nested in other code "
+                                 "(its lanes might not all reach the shuffles)")
         init = re.fullmatch(r"(?:int|unsigned|unsigned\s+int|size_t|long\s+long)\s+(\w+)\s*=\s*0", loop.init)
         var = init.group(1) if init else ""
         if not init or not re.fullmatch(rf"{var}\s*<\s*.+", loop.cond) or \
@@ -140,7 +151,8 @@ def thread_to_warp(source: str, kernel: str, grid: tuple[str, ...]) -> Rewrite:
         accumulators = _loop_plan(k.code[loop.body[0] : loop.body[1]], var, outer)
         indent = _indent_of(source, loop.at)
         kind_of_j = init.group(0).split(var)[0].strip()
-        edits.append((loop.header[0] + 1, loop.header[1], f"{kind_of_j} {var} = kp_lane; {loop.cond}; {var} += 32"))
+        edits.append((loop.header[0] + 1, loop.header[1],
+                      f"{kind_of_j} {var} = {lane}; {loop.cond}; {var} += {stride}"))
         before, after = [], []
         for name, op in accumulators.items():
             kind = types[name]  # declared in the row code: `outer` holds only those
@@ -148,9 +160,17 @@ def thread_to_warp(source: str, kernel: str, grid: tuple[str, ...]) -> Rewrite:
             combine = (f"{name} += kp_o;" if op == "+" else f"{name} = {op}({name}, kp_o);")
             before.append(f"const {kind} kp_{name}_before = {name};\n{indent}{name} = {identity};\n{indent}")
             restore = (f"{name} += kp_{name}_before;" if op == "+" else f"{name} = {op}({name}, kp_{name}_before);")
-            after.append(f"\n{indent}for (int kp_s = 16; kp_s > 0; kp_s >>= 1) {{  // kernelpro: lanes → row\n"
-                         f"{indent}    const {kind} kp_o = __shfl_xor_sync({FULL_MASK}, {name}, kp_s);\n"
-                         f"{indent}    {combine}\n{indent}}}\n{indent}{restore}")
+            text = (f"\n{indent}for (int kp_s = 16; kp_s > 0; kp_s >>= 1) {{  // kernelpro: lanes → row\n"
+                    f"{indent}    const {kind} kp_o = __shfl_xor_sync({FULL_MASK}, {name}, kp_s);\n"
+                    f"{indent}    {combine}\n{indent}}}")
+            if per_block:  # then the warps' partials, combined in the same order by every thread
+                part = f"kp_part_{name}_{reduced}"
+                text += (f"\n{indent}__shared__ {kind} {part}[32];\n"
+                         f"{indent}if ((threadIdx.x & 31u) == 0) {part}[threadIdx.x >> 5] = {name};\n"
+                         f"{indent}__syncthreads();\n{indent}{name} = {part}[0];\n"
+                         f"{indent}for (int kp_w = 1; kp_w < (int)(blockDim.x >> 5); ++kp_w) "
+                         + (f"{name} += {part}[kp_w];" if op == "+" else f"{name} = {op}({name}, {part}[kp_w]);"))
+            after.append(text + f"\n{indent}{restore}")
         reduced += len(accumulators)
         if before:
             edits.append((loop.at, loop.at, "".join(before)))
@@ -162,13 +182,18 @@ def thread_to_warp(source: str, kernel: str, grid: tuple[str, ...]) -> Rewrite:
     k2 = _locate(new, kernel)
     decl_span = _statements(k2.code, k2.body[0] + 1, k2.body[1])[0]
     index_type = re.sub(r"\bconst\s+", "", decl["type"])
-    new = _splice(new, [(decl_span[0], decl_span[1],
-                         f"const {index_type} {row} = ({index_type})(blockIdx.x * (blockDim.x >> 5) + "
-                         f"(threadIdx.x >> 5));  // kernelpro: one warp per row\n{_indent_of(new, decl_span[0])}"
-                         "const unsigned int kp_lane = threadIdx.x & 31u;")])
     rows, block = _CEIL.fullmatch(grid[0]).groups()
-    launch = CandidateLaunch((f"ceil_div(({rows}) * 32, {block})",), (block,), "0")
-    note = "warp per row: 32 threads per row"
+    if per_block:
+        head = f"const {index_type} {row} = ({index_type})blockIdx.x;  // kernelpro: one block per row"
+        launch, what = CandidateLaunch((rows,), (block,), "0"), "block-per-row (threads stride the row by blockDim.x"
+    else:
+        head = (f"const {index_type} {row} = ({index_type})(blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5));"
+                f"  // kernelpro: one warp per row\n{_indent_of(new, decl_span[0])}"
+                "const unsigned int kp_lane = threadIdx.x & 31u;")
+        launch = CandidateLaunch((f"ceil_div(({rows}) * 32, {block})",), (block,), "0")
+        what = "warp-per-row (lanes stride the row by 32"
+    new = _splice(new, [(decl_span[0], decl_span[1], head)])
+    note = f"{what.split(' (')[0]}: grid {launch.grid[0]}, block {block}"
     new = with_launch(new, render_launch(launch, note=note), _locate(new, kernel).sig.end - 1)
-    return Rewrite(new, f"remap thread-per-row to warp-per-row (lanes stride the row by 32, {reduced} accumulator(s) "
-                        f"combined by shuffles), grid ceil_div(({rows}) * 32, {block})")
+    return Rewrite(new, f"remap thread-per-row to {what}, {reduced} accumulator(s) combined by shuffles), "
+                        f"grid {launch.grid[0]}")
