@@ -166,6 +166,14 @@ def profiling_failed(kernel: str, exc: BaseException) -> KernelproError:
     return KernelproError(f"Nsight Compute could not profile {kernel}: {reason}", fix=fix)
 
 
+def _checked_skill_dirs(dirs: tuple[Path, ...]) -> tuple[str, ...]:
+    """The user skills folders as absolute paths, each loaded once now so a bad skill fails before the run."""
+    from kernelpro.skill_library import load_skills
+
+    load_skills(dirs)
+    return tuple(str(d.resolve()) for d in dirs)
+
+
 def parse_duration(text: str | None) -> float | None:
     """``90s``, ``15m``, ``1h30m`` or plain seconds → seconds."""
     if text is None:
@@ -195,9 +203,12 @@ def parse_duration(text: str | None) -> float | None:
 @click.option("--arch", help="Target architecture (default: the visible GPU).")
 @click.option("--warm", is_flag=True, help="Time with a warm L2 (the report says so).")
 @click.option("--no-profile", is_flag=True, help="Diagnose from static analysis only (no Nsight Compute).")
+@click.option("--skills", "skill_dirs", multiple=True, type=click.Path(path_type=Path),
+              help="A folder of user skills (<name>/SKILL.md) added to the built-in ones (repeatable).")
 def optimize_command(task_path: Path | None, budget: int, time_limit: str | None, max_tokens: int | None,
                      max_dollars: float | None, proposer: str | None, model: str | None, resume_dir: Path | None,
-                     out: Path | None, seed: int, arch: str | None, warm: bool, no_profile: bool) -> None:
+                     out: Path | None, seed: int, arch: str | None, warm: bool, no_profile: bool,
+                     skill_dirs: tuple[Path, ...]) -> None:
     """Search for a faster kernel for TASK that passes the correctness wall; write results/<task>/<run-id>/."""
     from kernelpro import optimize as opt
     from kernelpro.compiler import default_arch
@@ -216,7 +227,8 @@ def optimize_command(task_path: Path | None, budget: int, time_limit: str | None
         run_dir = out or opt.new_run_dir(Path("results"), task)
         settings = opt.RunSettings(str(task_path), proposer or opt.default_proposer(), model, arch or default_arch(),
                                    seed, not no_profile, warm, " ".join(["kernelpro", *sys.argv[1:]]),
-                                   created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                                   created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                   skills=_checked_skill_dirs(skill_dirs))
     limits = Budget(max_evaluations=budget, max_seconds=max_seconds, max_tokens=max_tokens, max_dollars=max_dollars)
     try:
         outcome = opt.optimize_task(task, settings, run_dir, budget=limits, resume=resume_dir is not None,
@@ -423,6 +435,16 @@ def regress_command(paths: tuple[Path, ...], tolerance: str, junit: Path | None,
 
 
 cli.add_command(init_command)
+
+
+def _register_skills_commands() -> None:
+    from kernelpro.skills_cli import propose_command, skills_group
+
+    cli.add_command(propose_command)
+    cli.add_command(skills_group)
+
+
+_register_skills_commands()
 
 
 def main() -> None:

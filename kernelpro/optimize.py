@@ -62,6 +62,10 @@ class RunSettings:
     command: str
     kernelpro_version: str = __version__
     created: str = ""
+    skills: tuple[str, ...] = ()  # user skills folders added to the built-in ones (optimize --skills)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "skills", tuple(self.skills))  # a JSON list when loaded from run.json
 
     def save(self, run_dir: Path) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -285,13 +289,15 @@ class ObservedProposer:
 
 
 def make_proposer(kind: str, task: Task, model: str | None, *, compiler: Compiler | None = None,
-                  arch: str | None = None) -> Proposer:
+                  arch: str | None = None, skills: tuple[str, ...] = ()) -> Proposer:
     """The LLM proposer (needs ANTHROPIC_API_KEY) or the offline one (which compiles its candidates with
     ``compiler`` for ``arch`` to drop no-ops before they cost a GPU evaluation)."""
     if kind == "llm":
         from kernelpro.search.llm import LLMProposer
+        from kernelpro.skill_library import load_skills
 
-        return LLMProposer(task, model=model) if model else LLMProposer(task)
+        loaded = load_skills(Path(d) for d in skills)  # built-in skills plus the user's
+        return LLMProposer(task, model=model, skills=loaded) if model else LLMProposer(task, skills=loaded)
     if kind == "offline":
         from kernelpro.search.offline import OfflineProposer
 
@@ -405,7 +411,8 @@ def optimize_task(task: Task, settings: RunSettings, run_dir: Path, *, budget: B
     from kernelpro.toolchain import find_tool
 
     compiler = Compiler()
-    proposer = make_proposer(settings.proposer, task, settings.model, compiler=compiler, arch=settings.arch)
+    proposer = make_proposer(settings.proposer, task, settings.model, compiler=compiler, arch=settings.arch,
+                             skills=tuple(settings.skills))
     require_gpu()  # after the proposer, so a missing API key is reported even on a machine without a GPU
     use_ncu = settings.profile and find_tool("ncu", required=False) is not None
     if not resume:

@@ -210,6 +210,27 @@ def check_scalar_loads(ctx: CheckContext) -> Finding | None:
     )
 
 
+def check_narrow_accesses(ctx: CheckContext) -> Finding | None:
+    """8- and 16-bit global loads/stores with no 64/128-bit access: each instruction moves 1-2 bytes where
+    one 128-bit access moves 16 (a bf16 kernel loading one element per thread is the common case)."""
+    if ctx.sass is None:
+        return None
+    hist, loops = ctx.sass.histogram, ctx.sass.histogram_in_loops
+    narrow = hist["global_load_narrow"] + hist["global_store_narrow"]
+    wide = sum(hist[f"global_{op}_{w}"] for op in ("load", "store") for w in ("64", "128"))
+    if narrow == 0 or wide > 0:
+        return None
+    accesses = [i for i in ctx.sass.instructions if i.op_class in ("global_load_narrow", "global_store_narrow")]
+    in_loops = loops["global_load_narrow"] + loops["global_store_narrow"]
+    where = f"{in_loops} of them inside loops" if in_loops else "one element per thread"
+    return Finding(
+        "sass.narrow-accesses", "warning" if in_loops else "info",
+        f"{narrow} global loads/stores are 8- or 16-bit ({where}) and none is 64/128-bit: each moves 1-2 bytes "
+        "where a 128-bit access moves 16 (8 bf16/half or 16 bytes per instruction)",
+        _lines(accesses),
+    )
+
+
 def check_fp64(ctx: CheckContext) -> Finding | None:
     if ctx.sass is None or "float64" in _task_float_dtypes(ctx.task):
         return None
@@ -301,6 +322,7 @@ CHECKS: tuple[Callable[[CheckContext], Finding | None], ...] = (
     check_spills,
     check_local_memory,
     check_scalar_loads,
+    check_narrow_accesses,
     check_fp64,
     check_lower_precision,
     check_tensor_cores,

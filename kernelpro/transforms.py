@@ -411,6 +411,7 @@ def pad_shared(source: str, kernel: str, array: str, cols: int | str) -> Rewrite
 _CAST = re.compile(r"\((?:const|unsigned|signed|long|int|size_t|u?int64_t|u?int32_t|\s)+\)")
 _THREAD = frozenset({"threadIdx.x"})
 _BLOCK_STRIDE = frozenset({"blockDim.x"})
+_LANE_STRIDE = ("threadIdx.x&31u", "32u")  # lane, warp: a warp-per-row row loop (kernelpro.rewrites.warp_per_row)
 _GLOBAL_INDEX = frozenset({"blockIdx.x*blockDim.x+threadIdx.x", "blockDim.x*blockIdx.x+threadIdx.x",
                            "threadIdx.x+blockIdx.x*blockDim.x", "threadIdx.x+blockDim.x*blockIdx.x"})
 _GRID_STRIDE = frozenset({"blockDim.x*gridDim.x", "gridDim.x*blockDim.x"})
@@ -553,7 +554,7 @@ def _strided(k: _Kernel, loop: _Loop, definitions: dict[str, str]) -> tuple[str,
         raise TransformError(f"the loop is not `{var} < n; {var} += stride`")
     stride = step.group(1).strip()
     pair = (_resolve(start, definitions), _resolve(stride, definitions))
-    if not ((pair[0] in _THREAD and pair[1] in _BLOCK_STRIDE) or (pair[0] in _GLOBAL_INDEX and
+    if not ((pair[0] in _THREAD and pair[1] in _BLOCK_STRIDE) or pair == _LANE_STRIDE or (pair[0] in _GLOBAL_INDEX and
                                                                    pair[1] in _GRID_STRIDE)):
         raise TransformError("the loop is not a block-stride or grid-stride loop")
     return re.sub(r"\bconst\s+", "", decl["type"]), var, start, cond.group(1).strip(), stride

@@ -8,7 +8,9 @@ one reply is one candidate, and a bad reply costs one candidate, not ``n``.
 **Prompt caching.** The role, the rules card and the task (:func:`~kernelpro.search.prompt.fixed_blocks`)
 are system blocks marked ``cache_control: ephemeral``, byte-identical for every call of a run; the
 parent's context is a second cached block (shared by the ``n`` calls for that parent); the nudge
-comes last, uncached.
+comes last, uncached. Skills are disclosed progressively: every skill's description sits in the cached
+task block; the full bodies of the one or two the parent's diagnosis selects (within
+:data:`kernelpro.skill_library.BODY_TOKEN_BUDGET` tokens) sit in the parent's context.
 
 **Retries and reports.**
 
@@ -44,6 +46,7 @@ from kernelpro.search.extract import MalformedReply, extract_kernel
 from kernelpro.search.interfaces import Proposal, ProposalRequest, Usage
 from kernelpro.search.prompt import Prompt
 from kernelpro.search.variant import Variant
+from kernelpro.skill_library import Skill, load_skills, select, signals_of
 from kernelpro.task import Task
 
 log = logging.getLogger(__name__)
@@ -123,12 +126,13 @@ class ChatProposer:
 
     origin = "llm"
 
-    def __init__(self, task: Task, *, repairs: int = 1) -> None:
+    def __init__(self, task: Task, *, repairs: int = 1, skills: Sequence[Skill] | None = None) -> None:
         if repairs < 0:
             raise ValueError(f"repairs must be >= 0, got {repairs}")
         self.task = task
         self.repairs = repairs
-        self.fixed = prompts.fixed_blocks(task)
+        self.skills = tuple(load_skills() if skills is None else skills)  # default: the built-in skills
+        self.fixed = prompts.fixed_blocks(task, self.skills)
         self.rejections: tuple[str, ...] = ()  # why slots of the last proposal were dropped
 
     def complete(self, prompt: Prompt, turns: Sequence[str]) -> Reply:
@@ -136,7 +140,7 @@ class ChatProposer:
 
     def propose(self, request: ProposalRequest) -> Proposal:
         """Up to ``request.n`` new variants of ``request.parent`` (see the module docstring)."""
-        context = prompts.context_block(request)
+        context = prompts.context_block(request, self.selected_skills(request))
         variants: list[Variant] = []
         taken: set[str] = set()
         usage = Usage()
@@ -167,6 +171,13 @@ class ChatProposer:
                             request.parent.id, reason)
         self.rejections = tuple(rejections)
         return Proposal(tuple(variants), usage)
+
+    def selected_skills(self, request: ProposalRequest) -> tuple[Skill, ...]:
+        """The skills whose full body goes with this parent: chosen by its diagnosis and its source."""
+        diagnosis = request.parent.diagnosis
+        signals = signals_of(dict(diagnosis.details) if diagnosis else None,
+                             [a.kind for a in diagnosis.actions] if diagnosis else ())
+        return select(self.skills, signals, request.parent.variant.source)
 
     def _variant(self, reply: Reply, request: ProposalRequest, taken: Set[str]) -> Variant:
         if reply.truncated:
@@ -204,8 +215,9 @@ class LLMProposer(ChatProposer):
         max_tokens: int = 16_000,
         repairs: int = 1,
         prices: Mapping[str, Price] = PRICES,
+        skills: Sequence[Skill] | None = None,
     ) -> None:
-        super().__init__(task, repairs=repairs)
+        super().__init__(task, repairs=repairs, skills=skills)
         if max_retries < 0 or timeout_s <= 0:
             raise ValueError("max_retries must be >= 0 and timeout_s > 0")
         self.model = model

@@ -11,8 +11,10 @@ saturated.
 **Order.** First the parent's diagnosis actions, best first as ranked (each action kind becomes a
 transform, a knob change or a flag). Then the ladder, by typical gain on real first-version kernels:
 
-1. *float4 loads/stores* (``vectorize_elementwise``): most such kernels are memory-bound streaming
-   loops; 128-bit accesses cut load/store instructions 4x and keep more bytes in flight per thread.
+1. *Structural rewrites* (:data:`kernelpro.rewrites.registry.REWRITES`, each explained by a skill):
+   16-byte loads/stores of any element type (most first versions are memory-bound streaming loops;
+   128-bit accesses cut load/store instructions 4-8x), shared-memory tree reductions → warp shuffles,
+   block-per-row → warp-per-row (with the candidate's own launch).
 2. *Wider block x at the same thread count* (2-D blocks): a warp that reads 32 consecutive floats
    moves whole 128-byte lines; 16x16 blocks split warps over two rows (naive GEMM, stencils).
 3. *__restrict__ / const* (``add_restrict``): read-only loads take the non-coherent path
@@ -58,6 +60,8 @@ from kernelpro.compiler import CANDIDATE_NAME, Compiler, CompileRequest, default
 from kernelpro.errors import KernelproError
 from kernelpro.instantiate import launch_symbol, with_instantiations
 from kernelpro.occupancy import arch_limits, what_if
+from kernelpro.rewrites.registry import REWRITES, StructuralRewrite
+from kernelpro.rewrites.vectorize import vectorize
 from kernelpro.sass import sass_for_cubin
 from kernelpro.search.interfaces import Node, Proposal, ProposalRequest
 from kernelpro.search.variant import Variant
@@ -175,7 +179,9 @@ class OfflineProposer:
         if kind == "nvcc_flag":
             return [self._flag(parent, p["flag"], kind)]
         if kind == "vectorize_loads":
-            return [self._rewrite(parent, kind, vectorize_elementwise, int(p.get("width", 128)))]
+            width = int(p.get("width", 128))
+            return [self._rewrite(parent, kind, vectorize if width == 128 else vectorize_elementwise,
+                                  *(() if width == 128 else (width,)))]
         if kind == "pad_shared":
             return [self._rewrite(parent, kind, pad_shared, p["array"], p["cols"])]
         if kind == "unroll":
@@ -197,7 +203,7 @@ class OfflineProposer:
             return unroll_loops(source, kernel, 4, strided_only=True)
 
         return [
-            lambda: [self._rewrite(parent, "vectorize_loads", vectorize_elementwise)],
+            *(lambda r=r: [self._structural(parent, r)] for r in REWRITES),
             lambda: self._block_reshapes(parent),
             lambda: [self._rewrite(parent, "add_restrict", add_restrict)],
             lambda: [self._rewrite(parent, "fast_math_intrinsics", fast_math_intrinsics)],
@@ -280,11 +286,31 @@ class OfflineProposer:
 
     def _block_threads(self, parent: Variant, threads: int, knob: str | None, kind: str) -> Variant:
         config, configs = self._config(parent), self._block_configs(parent, threads)
+        closest = ""
+        if not configs:  # no knob value gives exactly `threads`: the closest one on the asked side
+            threads, closest = self._closest_threads(parent, threads)
+            configs = self._block_configs(parent, threads)
         if knob:  # the prescription named the knob: prefer moves through it alone (a stable sort)
             configs.sort(key=lambda c: any(c[n] != config[n] for n in self._block_knobs() if n != knob))
         if not configs:
             raise _Skip
-        return self._knobs(parent, configs[0], kind)
+        variant = self._knobs(parent, configs[0], kind)
+        return variant if not closest else Variant(variant.source, variant.knobs, variant.flags,
+                                                   f"{variant.change} ({closest})", variant.origin)
+
+    def _closest_threads(self, parent: Variant, wanted: int) -> tuple[int, str]:
+        """The block size nearest ``wanted`` that the block knobs can give, moving from the parent's toward it."""
+        current, config, block = self._threads(parent), self._config(parent), self._block_knobs()
+        sizes = set()
+        for values in itertools.product(*(self.task.knobs[n].values for n in block)):
+            new = {**config, **dict(zip(block, values, strict=True))}
+            if self.task.satisfies_constraints(new):
+                sizes.add(self._threads(parent, new))
+        toward = [t for t in sizes if (t - current) * (wanted - current) > 0]
+        if not toward:
+            raise _Skip
+        best = min(toward, key=lambda t: abs(t - wanted))
+        return best, f"closest to the {wanted} threads asked for"
 
     def _block_reshapes(self, parent: Variant) -> list[Variant]:
         """Same threads per block, wider in x: for 2-D blocks set by knobs."""
@@ -300,11 +326,22 @@ class OfflineProposer:
         if not knob or knob not in self.task.knobs:
             raise _Skip  # the grid is a launch expression of the task file: not ours to change
         config = self._config(parent)
-        for value in self.task.knobs[knob].values:
+
+        def count(value: Any) -> int:
             grid = self.task.grid(self.task.env(knobs={**config, knob: value}))
-            if grid[0] * grid[1] * grid[2] >= blocks and value != config[knob]:
+            return grid[0] * grid[1] * grid[2]
+
+        allowed = [v for v in self.task.knobs[knob].values if self.task.satisfies_constraints({**config, knob: v})]
+        for value in allowed:
+            if count(value) >= blocks and value != config[knob]:
                 return self._knobs(parent, {knob: value}, kind)
-        raise _Skip
+        more = [v for v in allowed if count(v) > count(config[knob])]  # none reaches it: the closest value
+        if not more:
+            raise _Skip
+        value = max(more, key=count)
+        variant = self._knobs(parent, {knob: value}, kind)
+        return Variant(variant.source, variant.knobs, variant.flags,
+                       f"{variant.change} (closest to {blocks} blocks: {count(value)})", variant.origin)
 
     def _block_expr(self, parent: Variant) -> str:
         """Threads per block as a C constant expression: over knob macros, so a bound follows knob moves,
@@ -375,6 +412,10 @@ class OfflineProposer:
     def _rewrite(self, parent: Variant, kind: str, transform: Callable[..., Rewrite], *args: Any) -> Variant:
         rewrite = transform(parent.source, self._entry(parent).kernel_name, *args)
         return Variant(rewrite.source, parent.knobs, parent.flags, rewrite.change, f"{ORIGIN}:{kind}")
+
+    def _structural(self, parent: Variant, rewrite: StructuralRewrite) -> Variant:
+        done = rewrite.apply(parent.source, self.task)
+        return Variant(done.source, parent.knobs, parent.flags, done.change, f"{ORIGIN}:{rewrite.name}")
 
     # -- the compile check ---------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from kernelpro.search.llm import ChatProposer, Price, ProposerError, Reply, usage_of
 from kernelpro.search.prompt import Prompt
+from kernelpro.skill_library import Skill
 from kernelpro.task import Task
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
@@ -50,8 +51,9 @@ class OpenAICompatProposer(ChatProposer):
         repairs: int = 1,
         price: Price | None = None,
         backoff_s: float = 0.5,
+        skills: Sequence[Skill] | None = None,
     ) -> None:
-        super().__init__(task, repairs=repairs)
+        super().__init__(task, repairs=repairs, skills=skills)
         if max_retries < 0 or timeout_s <= 0:
             raise ValueError("max_retries must be >= 0 and timeout_s > 0")
         self.model = model

@@ -8,6 +8,10 @@
   its time), its diagnosis (``Diagnosis.text``: the roofline verdict and the prescriptions; never
   raw counters, which made model-written kernels worse) and a short, clipped history: the parent's
   failed children and the search memory.
+- **Skills** (progressive disclosure, :mod:`kernelpro.skill_library`): the one-line description of every
+  skill is part of the fixed task block (:func:`skills_catalog`, cached); the full body of the one or two
+  skills the parent's diagnosis selects (at most ``BODY_TOKEN_BUDGET`` tokens together) follows its
+  diagnosis in the context (:func:`skills_block`).
 - **Ask** (:func:`ask_block`): which of the ``n`` attempts this is and what to focus on, so that
   the ``n`` calls for one parent try different things (prescription #k for attempt k).
 
@@ -21,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from kernelpro.search.interfaces import Diagnosis, ProposalRequest
+from kernelpro.skill_library import Skill, catalog
 from kernelpro.task import FLOAT_DTYPES, Argument, Task
 
 MAX_FEEDBACK_ITEMS = 6
@@ -192,9 +197,28 @@ def task_block(task: Task) -> str:
     return "\n".join(lines)
 
 
-def fixed_blocks(task: Task) -> tuple[str, str]:
-    """The cacheable prefix: the role with the rules card, then the task. Depends on ``task`` only."""
-    return f"{ROLE}\n\n{rules_card(task)}", task_block(task)
+def fixed_blocks(task: Task, skills: tuple[Skill, ...] = ()) -> tuple[str, str]:
+    """The cacheable prefix: the role with the rules card, then the task (and the skills catalog).
+    Depends on ``task`` and the skill set only."""
+    text = task_block(task)
+    if skills:
+        text += "\n\n" + skills_catalog(skills)
+    return f"{ROLE}\n\n{rules_card(task)}", text
+
+
+def skills_catalog(skills: tuple[Skill, ...]) -> str:
+    """Every skill's name and description: what expert recipes exist (their bodies come when selected)."""
+    return ("SKILLS (expert recipes; the full text of those that fit the current diagnosis comes with the "
+            f"kernel):\n{catalog(skills)}")
+
+
+def skills_block(selected: tuple[Skill, ...]) -> str:
+    """The full bodies of the selected skills, for the context."""
+    if not selected:
+        return ""
+    parts = ["SKILLS FOR THIS DIAGNOSIS (follow the recipe; the pitfalls are what breaks correctness):"]
+    parts += [f"=== skill: {s.name} ===\n{s.body.strip()}" for s in selected]
+    return "\n\n".join(parts)
 
 
 def _clip(text: str, limit: int) -> str:
@@ -202,8 +226,9 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def context_block(request: ProposalRequest) -> str:
-    """The current kernel, its diagnosis and a short history (the part that changes with the parent)."""
+def context_block(request: ProposalRequest, skills: tuple[Skill, ...] = ()) -> str:
+    """The current kernel, its diagnosis, the bodies of the selected ``skills`` and a short history (the
+    part that changes with the parent)."""
     node = request.parent
     variant = node.variant
     head = f"CURRENT KERNEL (node {node.id})"
@@ -216,6 +241,8 @@ def context_block(request: ProposalRequest) -> str:
         lines.append(f"Last change that produced it: {_clip(variant.change, MAX_FEEDBACK_CHARS)}")
     lines += ["```cuda", variant.source.rstrip("\n"), "```", "", "DIAGNOSIS (roofline verdict and prescriptions):"]
     lines.append(_diagnosis_text(node.diagnosis) or "Not profiled: no diagnosis for this kernel.")
+    if skills:
+        lines += ["", skills_block(skills)]
     lines += ["", "HISTORY"]
     feedback = request.feedback[-MAX_FEEDBACK_ITEMS:]
     if feedback:

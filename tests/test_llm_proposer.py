@@ -217,3 +217,35 @@ def test_a_missing_api_key_is_a_clear_error(monkeypatch):
     with pytest.raises(KernelproError) as raised:
         LLMProposer(TASK)
     assert str(raised.value) == "no ANTHROPIC_API_KEY set (fix: export it, or use --proposer offline)"
+
+
+def test_skills_are_disclosed_progressively(stub):
+    """Every skill's description is in the cached system prefix; only the bodies the diagnosis selects (within
+    the token budget) are in the parent's context; without a diagnosis the source patterns alone choose."""
+    from dataclasses import replace
+
+    from kernelpro import actions
+    from kernelpro.search.interfaces import Diagnosis
+    from kernelpro.skill_library import BODY_TOKEN_BUDGET, approx_tokens, load_skills, select
+
+    skills = load_skills()
+    scalar = Diagnosis("1. Load a and b as float4. Why: scalar loads.", (actions.vectorize_loads(128),),
+                       {"prescriptions": [{"tool": "scalar_loads", "actions": [{"kind": "vectorize_loads"}]}]})
+    parent = replace(node(TASK), diagnosis=scalar)
+    stub.script(message(reply(SOURCES[0])), message(reply(SOURCES[1])))
+    llm = proposer(stub)
+    llm.propose(request(parent))
+    llm.propose(request(node(TASK, id=5, source=SOURCES[2], with_diagnosis=False), seen={"x"}))
+    first, second = stub.requests
+    system = first.body["system"][1]["text"]
+    assert all(f"- {s.name}: {s.description}" in system for s in skills)
+    assert first.body["system"] == second.body["system"]  # the catalog is in the cached, fixed prefix
+    context = first.body["messages"][0]["content"][0]["text"]
+    vectorized = next(s for s in skills if s.name == "vectorized-elementwise")
+    assert "=== skill: vectorized-elementwise ===" in context and vectorized.body.strip() in context
+    bodies = context[context.index("SKILLS FOR THIS DIAGNOSIS") : context.index("HISTORY")]
+    assert bodies.count("=== skill: ") <= 2 and approx_tokens(bodies) <= BODY_TOKEN_BUDGET + 50
+    undiagnosed = second.body["messages"][0]["content"][0]["text"]
+    by_source = select(skills, [], SOURCES[2])
+    assert [s.name for s in skills if f"=== skill: {s.name} ===" in undiagnosed] == sorted(s.name for s in by_source)
+    assert select(skills, [], "int main() { return 0; }") == ()  # nothing matches: no body is sent

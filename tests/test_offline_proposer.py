@@ -143,7 +143,7 @@ def compiles(compiler: Compiler, t: Task, variant: Variant) -> bool:
 
 FIRST_MOVES = {
     "vector_add": ["offline:vectorize_loads", "offline:add_restrict", "offline:set_knob"],
-    "softmax": ["offline:vectorize_loads", "offline:add_restrict", "offline:fast_math_intrinsics"],
+    "softmax": ["offline:vectorize_loads", "offline:warp_shuffle_reduction", "offline:warp_per_row"],
     "sgemm": ["offline:block_size", "offline:add_restrict", "offline:set_knob"],
 }
 
@@ -218,8 +218,18 @@ def test_actions_that_cannot_apply_are_skipped() -> None:
 def test_block_size_action_finds_the_knobs_that_give_it() -> None:
     t = task("sgemm")
     acts = (actions.block_size(256, 128), actions.block_size(256, 2048), actions.block_size(256, 512, "BLOCK_X"))
-    variants = ask(OfflineProposer(t, verify=False), root(t, acts=acts), n=2)
-    assert [v.change for v in variants] == ["BLOCK_Y 16→8", "BLOCK_X 16→32"]  # 2048 threads: not allowed
+    variants = ask(OfflineProposer(t, verify=False), root(t, acts=acts), n=3)
+    # 2048 threads is more than any knob value gives: the closest larger block (1024) is taken, and said.
+    assert [v.change for v in variants] == ["BLOCK_Y 16→8", "BLOCK_X 16→64 (closest to the 2048 threads asked for)",
+                                            "BLOCK_X 16→32"]
+
+
+def test_grid_action_takes_the_closest_knob_value_when_none_reaches_it() -> None:
+    t = task("vector_add")  # grid = ceil_div(N, BLOCK): the most blocks come from the smallest BLOCK
+    acts = (actions.increase_grid(10**9, "BLOCK"), actions.increase_grid(10**9))
+    variants = ask(OfflineProposer(t, verify=False), root(t, acts=acts), n=1)
+    assert [(v.origin, v.change) for v in variants] == [
+        ("offline:increase_grid", f"BLOCK 256→64 (closest to 1000000000 blocks: {t.params['N'] // 64})")]
 
 
 def test_flags_replace_another_value_of_the_same_option() -> None:

@@ -32,6 +32,13 @@ def test_tools_and_search_install_under_kernelpro(wheel_names: list[str]) -> Non
     assert top_level == {"kernelpro"}, f"unexpected top-level packages: {top_level}"
 
 
+def test_builtin_skills_install_as_package_data(wheel_names: list[str]) -> None:
+    skills = {Path(n).parent.name for n in wheel_names if n.startswith("kernelpro/skills/") and n.endswith("/SKILL.md")}
+    assert skills == {p.parent.name for p in (ROOT / "skills").glob("*/SKILL.md")}
+    assert any(n.startswith("kernelpro/skills/") and "/assets/" in n for n in wheel_names)
+    assert "kernelpro/rewrites/__init__.py" in wheel_names
+
+
 def test_console_script_is_declared(wheel_names: list[str]) -> None:
     assert any(name.endswith(".dist-info/entry_points.txt") for name in wheel_names)
 

@@ -165,3 +165,24 @@ def test_compile_error_is_a_report_not_an_exception(compiler: Compiler) -> None:
     error = report.diagnostics[0]
     assert error.file == "cand.cu" and error.severity == "error"
     assert error.line == broken.splitlines().index(next(line for line in broken.splitlines() if "+;" in line)) + 1
+
+
+BF16_META = stream_meta("scale_bf16", grid="ceil_div(N, 256)", block="256").replace('"float32"', '"bfloat16"', 2)
+BF16_SCALAR = BF16_META + """#include <cuda_bf16.h>
+extern "C" __global__ void scale_bf16(const __nv_bfloat16* x, __nv_bfloat16* y, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = __float2bfloat16(2.0f * __bfloat162float(x[i]));
+}
+"""
+
+
+def test_16_bit_scalar_accesses_are_a_finding_and_vectorized_ones_are_not(compiler: Compiler) -> None:
+    from kernelpro.rewrites.vectorize import vectorize
+
+    task = parse_task(BF16_SCALAR, "scale_bf16.cu")
+    report = analyze_static(task, compiler=compiler)
+    finding = next(f for f in report.findings if f.code == "sass.narrow-accesses")
+    assert finding.severity == "info" and "8- or 16-bit" in finding.message and "LDG.E.U16" in finding.evidence[0]
+    looped = analyze_static(task, source=vectorize(BF16_SCALAR, "scale_bf16").source, compiler=compiler)
+    assert looped.entry.sass.histogram["global_load_128"] == 1
+    assert "sass.narrow-accesses" not in codes(looped)

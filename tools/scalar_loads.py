@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from kernelpro import actions
-from kernelpro.static_analysis import check_scalar_loads
+from kernelpro.static_analysis import check_narrow_accesses, check_scalar_loads
 from kernelpro.tools.base import Finding, Prescription, Tool, amdahl, gain_range, headroom, read
 
 if TYPE_CHECKING:
@@ -28,8 +28,8 @@ FULL_SECTOR_BYTES = 30.0  # misaligned but contiguous warps already drop to ~26 
 def trigger(ctx: DiagnosisContext) -> bool:
     if ctx.sass is None:
         return False
-    static = ctx.static_check(check_scalar_loads)
-    if static is None or static.severity != "warning":  # "warning": scalar loads inside loops
+    static = ctx.static_check(check_scalar_loads) or ctx.static_check(check_narrow_accesses)
+    if static is None or static.severity != "warning":  # "warning": scalar (or 8/16-bit) loads inside loops
         return False
     used = ctx.number(BYTES_PER_SECTOR)
     return used is None or used >= FULL_SECTOR_BYTES
@@ -39,9 +39,12 @@ def analyze(ctx: DiagnosisContext) -> Finding:
     assert ctx.sass is not None
     static = ctx.static_check(check_scalar_loads)
     hist, loops = ctx.sass.histogram, ctx.sass.histogram_in_loops
-    count, in_loops = hist["global_load_32"], loops["global_load_32"]
+    width = "32-bit" if static else "8/16-bit"
+    cls = "global_load_32" if static else "global_load_narrow"
+    static = static or ctx.static_check(check_narrow_accesses)
+    count, in_loops = hist[cls], loops[cls]
     summary = (f"the kernel's {count} global load instruction{'s' if count > 1 else ''} {'are' if count > 1 else 'is'}"
-               f" scalar 32-bit, {in_loops} inside loops, none wider")
+               f" scalar {width}, {in_loops} inside loops, none wider")
     used = ctx.number(BYTES_PER_SECTOR)
     if used is not None:
         summary += f"; the accesses are contiguous ({used:.0f} of every 32 fetched bytes used)"
