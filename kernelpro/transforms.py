@@ -41,6 +41,7 @@ parser: they recognise the shapes first versions of kernels are written in and r
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from kernelpro.cuda_source import KernelSignature, blank_comments_and_strings, find_kernels, matching_bracket
@@ -666,6 +667,22 @@ def vectorize_elementwise(source: str, kernel: str, width: int = 128) -> Rewrite
     """
     if width not in (64, 128):
         raise TransformError(f"vector width must be 64 or 128 bits, not {width}")
+
+    def rewrite_for(k: _Kernel) -> Callable[[_Loop], str]:
+        definitions, pointers = _definitions(k), _pointer_types(k)
+        return lambda loop: _vectorized_loop(k, loop, definitions, pointers, width // 8)
+
+    new, count, note = rewrite_stride_loops(source, kernel, rewrite_for)
+    vector = "float4" if width == 128 else "float2"
+    return Rewrite(new, f"vectorize {count} loop(s) to {width}-bit ({vector}-style) loads/stores, scalar tail{note}")
+
+
+def rewrite_stride_loops(source: str, kernel: str,
+                         rewrite_for: Callable[[_Kernel], Callable[[_Loop], str]]) -> tuple[str, int, str]:
+    """The driver the vectorizing rewrites share: the one-element-per-thread pattern first becomes a grid-stride
+    loop, then ``rewrite_for(kernel)`` gives the rewrite of each block- or grid-stride loop, which raises
+    :class:`TransformError` for a loop it cannot take. Returns the new source, how many loops changed, and a note
+    for the change text; raises, naming every loop's reason, when none changed."""
     k = _locate(source, kernel)
     note = ""
     try:
@@ -675,16 +692,14 @@ def vectorize_elementwise(source: str, kernel: str, width: int = 128) -> Rewrite
     if guarded is not None:
         k = _locate(_as_grid_stride(source, k, guarded), kernel)
         note = " (as a grid-stride loop: a grid sized for one element per thread now has surplus threads)"
-    definitions, pointers = _definitions(k), _pointer_types(k)
+    rewrite = rewrite_for(k)
     edits, reasons = [], []
     for loop in _loops(k):
         try:
-            edits.append((loop.at, loop.body[1], _vectorized_loop(k, loop, definitions, pointers, width // 8)))
+            edits.append((loop.at, loop.body[1], rewrite(loop)))
         except TransformError as exc:
             reasons.append(f"line {k.source.count(chr(10), 0, loop.at) + 1}: {exc}")
     if not edits:
         why = "; ".join(reasons) if reasons else "it has no block- or grid-stride loop"
         raise TransformError(f"nothing in {kernel} to vectorize: {why}")
-    vector = "float4" if width == 128 else "float2"
-    change = f"vectorize {len(edits)} loop(s) to {width}-bit ({vector}-style) loads/stores, scalar tail{note}"
-    return Rewrite(_splice(k.source, edits), change)
+    return _splice(k.source, edits), len(edits), note

@@ -20,26 +20,22 @@ body touches buffers only as ``p[i]``); element types of different sizes in one 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from kernelpro.rewrites._kernel import (
     _IDENT,
     _accesses,
-    _as_grid_stride,
     _assigned,
     _definitions,
-    _guarded_elementwise,
     _indent_of,
     _Kernel,
-    _locate,
     _Loop,
-    _loops,
     _reindent,
     _splice,
     _strided,
     _uses,
-    line_of,
 )
-from kernelpro.transforms import Rewrite, TransformError, vectorize_elementwise
+from kernelpro.transforms import Rewrite, TransformError, rewrite_stride_loops, vectorize_elementwise
 
 VECTOR_BYTES = 16  # the widest global load/store one thread issues (LDG.E.128)
 
@@ -122,28 +118,16 @@ def _vector_loop(k: _Kernel, loop: _Loop, definitions: dict[str, str], types: di
 
 def vectorize_any(source: str, kernel: str) -> Rewrite:
     """16-byte vectors in every eligible loop of ``kernel``, for any element type (see the module doc)."""
-    k = _locate(source, kernel)
-    note = ""
-    try:
-        guarded = _guarded_elementwise(k)
-    except TransformError:
-        guarded = None
-    if guarded is not None:
-        k = _locate(_as_grid_stride(source, k, guarded), kernel)
-        note = " (as a grid-stride loop: a grid sized for one element per thread now has surplus threads)"
-    definitions, types = _definitions(k), element_types(k)
-    edits, reasons = [], []
-    for loop in _loops(k):
-        try:
-            edits.append((loop.at, loop.body[1], _vector_loop(k, loop, definitions, types)))
-        except TransformError as exc:
-            reasons.append(f"line {line_of(k.source, loop.at)}: {exc}")
-    if not edits:
-        why = "; ".join(reasons) if reasons else "it has no block- or grid-stride loop"
-        raise TransformError(f"nothing in {kernel} to vectorize: {why}")
-    new = _splice(k.source, edits)
+    types: dict[str, str] = {}
+
+    def rewrite_for(k: _Kernel) -> Callable[[_Loop], str]:
+        definitions = _definitions(k)
+        types.update(element_types(k))
+        return lambda loop: _vector_loop(k, loop, definitions, types)
+
+    new, count, note = rewrite_stride_loops(source, kernel, rewrite_for)
     elements = sorted({types[n] for n in types if re.search(rf"\bkp_{re.escape(n)}\[kp_lanes\]", new)})
-    change = (f"vectorize {len(edits)} loop(s) to 16-byte loads/stores of {'/'.join(elements)} "
+    change = (f"vectorize {count} loop(s) to 16-byte loads/stores of {'/'.join(elements)} "
               f"(16 / sizeof lanes), alignment check and scalar tail{note}")
     return Rewrite(new, change)
 
