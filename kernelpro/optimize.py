@@ -17,6 +17,7 @@ size, racecheck, synccheck) before ``best.cu`` is written; where the tool cannot
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import sys
@@ -35,6 +36,7 @@ from kernelpro.search import Budget, Evaluation, MCTSConfig, Node, Proposal, Pro
 from kernelpro.search import Diagnosis as SearchDiagnosis
 from kernelpro.search import resume as resume_search
 from kernelpro.search import start as start_search
+from kernelpro.search.knobtune import KnobSpace
 from kernelpro.search.mcts import SearchResult
 from kernelpro.task import Task
 
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
     from kernelpro.runner.records import WallVerdict
 
 RUN_FILE = "run.json"
+MAX_KNOB_CONFIGS = 200_000  # knob combinations enumerated for the knob tuner (constraints checked on each)
 PROFILE_WARMUP_LAUNCHES = 2  # ncu profiles the launch after these (caches and clocks settled)
 
 
@@ -342,13 +345,25 @@ def verify_winner(task: Task, result: SearchResult, check: Callable[[Node], tupl
     return result.baseline, notes
 
 
+def task_knob_space(task: Task) -> KnobSpace | None:
+    """The task's valid knob configurations for the search's knob tuner; None when the task has no knob with
+    two values, or more than ``MAX_KNOB_CONFIGS`` combinations to enumerate (the offline proposer's knob
+    steps are then the only knob moves)."""
+    combinations = math.prod(len(k.values) for k in task.knobs.values())
+    if combinations > MAX_KNOB_CONFIGS or not any(len(k.values) > 1 for k in task.knobs.values()):
+        return None
+    return KnobSpace.from_configs({n: k.values for n, k in task.knobs.items()}, task.knob_space())
+
+
 def run_search(run_dir: Path, task: Task, *, evaluator: Any, proposer: Proposer, diagnoser: Any,
                budget: Budget, seed: int, resume: bool) -> SearchResult:
-    """Start (or resume) the journaled search in ``run_dir``."""
+    """Start (or resume) the journaled search in ``run_dir``; the knob tuner shares its expansions with the
+    proposer (:mod:`kernelpro.search.knob_expansion`) and is rebuilt from the journal on resume."""
+    space = task_knob_space(task)
     if resume:
-        return resume_search(run_dir, evaluator, proposer, diagnoser, budget=budget)
+        return resume_search(run_dir, evaluator, proposer, diagnoser, budget=budget, knob_space=space)
     return start_search(run_dir, baseline_variant(task), evaluator, proposer, diagnoser,
-                        config=MCTSConfig(seed=seed), budget=budget)
+                        config=MCTSConfig(seed=seed), budget=budget, knob_space=space)
 
 
 def finish_run(run_dir: Path, task: Task, result: SearchResult, settings: RunSettings,

@@ -24,6 +24,7 @@ from types import TracebackType
 from kernelpro.errors import KernelproError
 from kernelpro.search.budget import Budget
 from kernelpro.search.interfaces import Diagnoser, Evaluator, Proposer
+from kernelpro.search.knobtune import KnobSpace
 from kernelpro.search.mcts import MCTS, MCTSConfig, SearchResult
 from kernelpro.search.records import Record, StartRecord, from_json, to_json
 from kernelpro.search.variant import Variant
@@ -105,33 +106,37 @@ def start(
     run_dir: str | Path,
     baseline: Variant,
     evaluator: Evaluator,
-    proposer: Proposer,
+    proposer: Proposer | None,
     diagnoser: Diagnoser | None = None,
     *,
     config: MCTSConfig | None = None,
     budget: Budget | None = None,
     clock: Callable[[], float] = time.monotonic,
+    knob_space: KnobSpace | None = None,
 ) -> SearchResult:
-    """Run a new journaled search in ``run_dir`` (which must not hold a journal yet)."""
+    """Run a new journaled search in ``run_dir`` (which must not hold a journal yet); with ``knob_space``
+    the knob tuner shares the expansions (:mod:`kernelpro.search.knob_expansion`)."""
     with Journal(run_dir) as journal:
         if journal.records:
             raise JournalError("the run directory already holds a search", file=journal.path,
                                fix="resume it with kernelpro.search.resume(), or use a new run directory")
         mcts = MCTS(baseline, evaluator, proposer, diagnoser=diagnoser, config=config, budget=budget,
-                    journal=journal, clock=clock)
+                    journal=journal, clock=clock, knob_space=knob_space)
         return mcts.run()
 
 
 def resume(
     run_dir: str | Path,
     evaluator: Evaluator,
-    proposer: Proposer,
+    proposer: Proposer | None,
     diagnoser: Diagnoser | None = None,
     *,
     budget: Budget | None = None,
     clock: Callable[[], float] = time.monotonic,
+    knob_space: KnobSpace | None = None,
 ) -> SearchResult:
-    """Continue the search journaled in ``run_dir``, with its original config.
+    """Continue the search journaled in ``run_dir``, with its original config (pass the same ``knob_space``
+    as the run that started it: the knob tuners are rebuilt from the journal).
 
     ``budget`` replaces the journaled one (e.g. to allow more evaluations); budgets count the
     whole search, earlier sessions included.
@@ -145,7 +150,7 @@ def resume(
         config = MCTSConfig(**first.config)
         budget = budget or Budget.from_dict(first.budget)
         mcts = MCTS(first.baseline, evaluator, proposer, diagnoser=diagnoser, config=config, budget=budget,
-                    journal=journal, clock=clock)
+                    journal=journal, clock=clock, knob_space=knob_space)
         try:
             mcts.replay(records[1:])
         except (ValueError, KeyError) as exc:

@@ -68,6 +68,8 @@ from typing import Protocol
 
 from kernelpro.search.budget import Budget, Spent, StopReason
 from kernelpro.search.interfaces import Diagnoser, Evaluator, Node, ProposalRequest, Proposer, Usage
+from kernelpro.search.knob_expansion import KnobExpansion
+from kernelpro.search.knobtune import KnobSpace
 from kernelpro.search.memory import SearchMemory
 from kernelpro.search.records import DiagnosisRecord, NodeRecord, ProposalRecord, Record, StartRecord
 from kernelpro.search.tree import ROOT, SearchTree
@@ -85,12 +87,15 @@ class MCTSConfig:
     children_per_expansion: int = 2
     dead_end_m: int = 4
     memory_chars: int = 1500
+    knob_share: float = 0.5  # most evaluations the knob tuner gets while a source proposer has ideas
 
     def __post_init__(self) -> None:
         if self.widen_k <= 0 or not 0 <= self.widen_alpha <= 1:
             raise ValueError(f"need widen_k > 0, 0 <= widen_alpha <= 1: {self.widen_k}, {self.widen_alpha}")
         if self.children_per_expansion < 1 or self.dead_end_m < 1:
             raise ValueError("children_per_expansion and dead_end_m must be >= 1")
+        if not 0 < self.knob_share <= 1:
+            raise ValueError(f"knob_share must be in (0, 1], got {self.knob_share}")
 
     def width_limit(self, visits: int) -> int:
         """How many open children a node with ``visits`` visits may have."""
@@ -144,19 +149,24 @@ class MCTS:
         self,
         baseline: Variant,
         evaluator: Evaluator,
-        proposer: Proposer,
+        proposer: Proposer | None,
         *,
         diagnoser: Diagnoser | None = None,
         config: MCTSConfig | None = None,
         budget: Budget | None = None,
         journal: RecordSink | None = None,
         clock: Callable[[], float] = time.monotonic,
+        knob_space: KnobSpace | None = None,
     ) -> None:
+        if proposer is None and knob_space is None:
+            raise ValueError("a search needs a proposer, a knob space, or both")
         self.baseline = baseline
         self.evaluator = evaluator
         self.proposer = proposer
         self.diagnoser = diagnoser
         self.config = config or MCTSConfig()
+        self.knobs = None if knob_space is None else KnobExpansion(knob_space, seed=self.config.seed,
+                                                                   share=self.config.knob_share)
         self.budget = budget or Budget()
         self.tree = SearchTree(self.config.dead_end_m)
         self.memory = SearchMemory(self.config.memory_chars)
@@ -197,19 +207,33 @@ class MCTS:
         if picked is None:
             return StopReason.EXHAUSTED
         parent_id, n = picked
+        started = self._clock()
+        knobs_first = self.knobs is not None and self.knobs.first(self.tree.node(parent_id), self.proposer is not None)
+        variants, usage = self._knob_children(parent_id, n) if knobs_first else ((), Usage())
+        if not variants and self.proposer is not None:
+            variants, usage = self._proposed_children(parent_id, n)
+        if not variants and not knobs_first:
+            variants = self._knob_children(parent_id, n)[0]
+        seconds = self._clock() - started
+        self.usage += usage
+        self._stage_seconds["propose"] += seconds
+        self._write(ProposalRecord(iteration, parent_id, variants, usage, seconds, self._elapsed()))
+        return self._finish(_Expansion(parent_id, iteration, variants))
+
+    def _knob_children(self, parent_id: int, n: int) -> tuple[tuple[Variant, ...], Usage]:
+        if self.knobs is None:
+            return (), Usage()
+        return self._fresh(self.knobs.propose(self.tree.node(parent_id), n), n), Usage()
+
+    def _proposed_children(self, parent_id: int, n: int) -> tuple[tuple[Variant, ...], Usage]:
+        assert self.proposer is not None
         parent = self._diagnosed(parent_id)
         request = ProposalRequest(
             parent=parent, n=n, feedback=self.tree.failures(parent_id), memory=self.memory.text(),
             seen_keys=self.tree.keys, baseline_us=self.tree.root.time_us,
         )
-        started = self._clock()
         proposal = self.proposer.propose(request)
-        seconds = self._clock() - started
-        self.usage += proposal.usage
-        self._stage_seconds["propose"] += seconds
-        variants = self._fresh(proposal.variants, n)
-        self._write(ProposalRecord(iteration, parent_id, variants, proposal.usage, seconds, self._elapsed()))
-        return self._finish(_Expansion(parent_id, iteration, variants))
+        return self._fresh(proposal.variants, n), proposal.usage
 
     def _select(self, rng: random.Random) -> tuple[int, int] | None:
         """The node to expand and how many children to ask for; None when the root is a dead end."""
@@ -294,6 +318,8 @@ class MCTS:
 
     def _add(self, parent: int | None, variant: Variant, evaluation: Evaluation, iteration: int) -> Node:
         node = self.tree.add(parent, variant, evaluation, iteration)
+        if self.knobs is not None:
+            self.knobs.observe(node)
         for stage, seconds in evaluation.stage_seconds.items():
             self._stage_seconds[stage] += seconds
         if parent is not None:
@@ -351,6 +377,8 @@ class MCTS:
                                          f"{self._pending.iteration} finished")
                     self.usage += record.usage
                     self._stage_seconds["propose"] += record.seconds
+                    if self.knobs is not None:
+                        self.knobs.asked(record.variants)
                     self._pending = _Expansion(record.parent, record.iteration, record.variants)
                     if not record.variants:
                         self._complete(self._pending)

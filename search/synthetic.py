@@ -21,6 +21,7 @@ from collections.abc import Mapping
 
 from kernelpro.actions import set_knob
 from kernelpro.search.interfaces import Diagnosis, Node, Proposal, ProposalRequest, Usage
+from kernelpro.search.knobtune import KnobSpace
 from kernelpro.search.variant import Evaluation, Variant
 
 Space = tuple[tuple[str, tuple[str, ...]], ...]
@@ -48,6 +49,12 @@ def wide_space(extra_knobs: int, values: int = 8) -> Space:
     """The default space plus ``extra_knobs`` knobs of ``values`` values each (for long runs)."""
     extra = tuple((f"K{i}", tuple(str(v) for v in range(values))) for i in range(extra_knobs))
     return DEFAULT_SPACE + extra
+
+
+def knob_space(space: Space = DEFAULT_SPACE) -> KnobSpace:
+    """The space as the knob tuner's (every combination is valid: failures are found by evaluating)."""
+    return KnobSpace.from_configs(dict(space), (dict(zip([n for n, _ in space], combo, strict=True))
+                                                for combo in itertools.product(*(v for _, v in space))))
 
 
 def best_index(name: str, values: tuple[str, ...]) -> int:

@@ -71,6 +71,22 @@ def test_interrupted_run_resumes_without_losing_or_repeating_work(task, tmp_path
     assert "command: `kernelpro optimize scale.cu`" in files.report.read_text()
 
 
+def test_resume_continues_the_knob_tuner_with_the_same_evaluations(task, tmp_path: Path) -> None:
+    """``kernelpro optimize`` tunes the task's knobs with the knob tuner; interrupted and resumed, it makes
+    the same evaluations in the same order as an uninterrupted run."""
+    def evaluated(run_dir: Path) -> list[tuple[str, str]]:
+        return [(r.variant.key, r.variant.origin) for r in read_journal(run_dir / "journal.jsonl")
+                if type(r).__name__ == "NodeRecord"]
+
+    run = dict(proposer=SyntheticProposer(), diagnoser=None, budget=Budget(max_evaluations=30), seed=3)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(tmp_path / "cut", task, evaluator=Interrupting(at=12), resume=False, **run)
+    run_search(tmp_path / "cut", task, evaluator=SyntheticEvaluator(), resume=True, **run)
+    run_search(tmp_path / "whole", task, evaluator=SyntheticEvaluator(), resume=False, **run)
+    assert evaluated(tmp_path / "cut") == evaluated(tmp_path / "whole")
+    assert sum(origin == "knob-tune" for _, origin in evaluated(tmp_path / "whole")) >= 10
+
+
 def test_winner_that_fails_the_final_check_is_replaced(task, tmp_path: Path) -> None:
     result = run_search(tmp_path / "run", task, evaluator=SyntheticEvaluator(), proposer=SyntheticProposer(),
                         diagnoser=None, budget=Budget(max_evaluations=25), seed=1, resume=False)

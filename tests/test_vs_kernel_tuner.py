@@ -20,9 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from peer import metrics  # noqa: E402
+from peer.cachefile import load_kt_cache  # noqa: E402
 from peer.kt import from_kt_cache, strategy_options, to_kt_cache, write_kt_cache  # noqa: E402
-from peer.mcts_replay import KnobNeighbourProposer, TableEvaluator, mcts_trace, variant_for  # noqa: E402
-from peer.report import compare, render_markdown, score  # noqa: E402
+from peer.mcts_replay import TableEvaluator, mcts_trace, variant_for  # noqa: E402
+from peer.report import compare, render_markdown, score, verdicts  # noqa: E402
 from peer.table import Entry, Table, TableError  # noqa: E402
 
 KNOBS = {"BX": (8, 16, 32, 64), "BY": (1, 2, 4, 8, 16, 32)}
@@ -144,9 +145,10 @@ def test_kt_cache_round_trips_through_kernel_tuner(table: Table, tmp_path: Path)
     assert {k for k, e in back.by_key.items() if not e.ok} == {"8,8", "64,16"}
 
 
-def test_strategy_options() -> None:
-    assert strategy_options("random_sample", 20) == {"max_fevals": 20}
-    assert strategy_options("bayes_opt", 20) == {"max_fevals": 20, "popsize": 5}
+def test_strategy_options_are_kernel_tuners_defaults_with_two_documented_exceptions() -> None:
+    assert strategy_options("random_sample", 20, [16, 16]) == {"max_fevals": 20}
+    assert strategy_options("genetic_algorithm", 20, [16, 16]) == {"max_fevals": 20, "x0": [16, 16]}
+    assert strategy_options("bayes_opt", 20) == {"max_fevals": 20, "method": "multi-fast"}
     with pytest.raises(ValueError, match="unknown"):
         strategy_options("brute", 20)
 
@@ -158,22 +160,14 @@ def test_kernel_tuner_simulation_on_synthetic_table(table: Table, strategy: str)
 
     trace = kt_trace(table, strategy, seed=3, budget=10)
     assert 1 <= len(trace) <= 10 and len(set(trace)) == len(trace)
-    assert set(trace) <= set(table.by_key)
-    if strategy != "bayes_opt":  # seeded through random and numpy (BO's GP may add its own randomness)
-        assert kt_trace(table, strategy, seed=3, budget=10) == trace
+    assert set(trace) <= set(table.by_key) and trace[0] == "16,16"  # every strategy starts at the start
+    assert kt_trace(table, strategy, seed=3, budget=10) == trace  # every random source is seeded
     full = kt_trace(table, "random_sample", seed=0, budget=17)
     assert sorted(full) == sorted(table.by_key)  # the whole space, failures included
     assert metrics.evaluations_to_within(full, table) is not None
 
 
 # -- kernelpro's MCTS on the table ---------------------------------------------------------------------
-
-
-def test_knob_neighbours_stay_in_the_table(table: Table) -> None:
-    proposer = KnobNeighbourProposer(table)
-    single, double = proposer.neighbours(variant_for(table, {"BX": 64, "BY": 1}))
-    assert [(c["BX"], c["BY"]) for c in single] == [("64", "2")]  # 32,1 has 32 threads: outside the space
-    assert [(c["BX"], c["BY"]) for c in double] == [("32", "2")]  # so the two-knob step reaches 32,2
 
 
 def test_table_evaluator_replays_times_and_failures(table: Table) -> None:
@@ -195,6 +189,99 @@ def test_mcts_finds_the_optimum_of_the_synthetic_table(table: Table) -> None:
 def test_compare_runs_injected_strategies(table: Table) -> None:
     rows = compare([table], {"mcts": mcts_trace}, seeds=3, budget=12, at=[6, 12], progress=lambda _: None)
     assert len(rows) == 1 and len(rows[0].traces) == 3 and set(rows[0].best_at) == {6, 12}
+    parallel = compare([table], {"mcts": mcts_trace}, seeds=3, budget=12, at=[6, 12], progress=lambda _: None,
+                       workers=2)
+    assert parallel == rows  # scheduling does not change the report
+
+
+def _row(table: Table, strategy: str, evaluations: list[int | None], best: float) -> object:
+    """A row whose seeds reach the target at ``evaluations`` (None: never) via constructed traces."""
+    others = [k for k, e in table.by_key.items() if e.ok and e.time_us > 1.06 * table.optimum.time_us]
+    traces = [others[: n - 1] + ["32,4"] if n else others for n in evaluations]
+    row = score(table, strategy, traces, at=[1])
+    return type(row)(row.task, row.strategy, row.traces, row.evaluations, row.seconds, {50: (best,) * 3,
+                                                                                        200: (best,) * 3})
+
+
+def test_verdict_follows_the_acceptance_rule(table: Table) -> None:
+    kt = _row(table, "kernel_tuner:genetic_algorithm", [12, 12, None], 0.9)
+    slower_kt = _row(table, "kernel_tuner:random_sample", [13, 14, None], 0.8)
+    half = _row(table, "kernelpro:mcts", [6, 6, 9], 0.95)
+    (v,) = verdicts([kt, slower_kt, half])
+    assert v.best_kt == "kernel_tuner:genetic_algorithm" and v.kt_median == 12 and v.ok
+    (v,) = verdicts([kt, _row(table, "kernelpro:mcts", [7, 7, 7], 0.95)])
+    assert not v.evaluations_ok  # 7 > 12 / 2
+    (v,) = verdicts([_row(table, "kernel_tuner:bayes_opt", [3, 3, 3], 0.9),
+                     _row(table, "kernelpro:mcts", [5, 5, 5], 0.89)])
+    assert v.evaluations_ok and not v.best_found_ok  # within 2 of a small median, but worse best found
+
+
+def test_no_recorded_seconds_is_n_a_and_a_median_seed_short_of_the_target_is_not_reached(table: Table) -> None:
+    bare = Table(table.task, table.kernel, table.knobs, table.default,
+                 tuple(type(e)(e.knobs, e.time_us, e.failure, None) for e in table.entries), table.environment,
+                 synthetic=True)
+    header = {"gpu": "synthetic", "command": "c", "date": "d", "seeds": 3, "budget": 2, "kernelpro_version": "x",
+              "kernel_tuner_version": "y"}
+    row = score(bare, "fixed", [["16,16", "32,4"], ["16,16"], ["16,16"]], at=[2])
+    assert "| synthetic_gemm | fixed | 1 | 1/3 | not reached | n/a |" in render_markdown([row], [bare], header)
+    never = score(bare, "fixed", [["16,16"], ["16,16"]], at=[1])
+    assert "| synthetic_gemm | fixed | 1 | 0/2 | not reached | n/a |" in render_markdown([never], [bare], header)
+    timed = score(table, "fixed", [["16,16"], ["16,16"]], at=[1])
+    assert "| 0/2 | not reached | not reached |" in render_markdown([timed], [table], header)
+
+
+# -- Kernel Tuner cache files read directly ------------------------------------------------------------
+
+
+def _cache(tmp_path: Path, name: str = "c.json.gz", **changes: object) -> Path:
+    import gzip
+
+    data = {"device_name": "NVIDIA Test", "kernel_name": "k", "problem_size": [64],
+            "tune_params_keys": ["bx", "flag", "const"], "tune_params": {"bx": [16, 32, 64], "flag": [0, 1],
+                                                                        "const": [15]},
+            "objective": "time",
+            "cache": {f"{bx},{f},15": {"bx": bx, "flag": f, "const": 15,
+                                       "time": "CompilationFailedConfig" if (bx, f) == (64, 1) else bx / 16 + f,
+                                       "compile_time": 800.0, "verification_time": 0, "benchmark_time": 200.0}
+                      for bx in (16, 32, 64) for f in (0, 1)}}
+    data.update(changes)
+    path = tmp_path / name
+    raw = json.dumps(data).encode()
+    path.write_bytes(gzip.compress(raw) if name.endswith(".gz") else raw)
+    return path
+
+
+def test_a_kernel_tuner_cache_is_read_as_a_table(tmp_path: Path) -> None:
+    table = Table.load(_cache(tmp_path))
+    assert table.gpu == "NVIDIA Test" and table.environment["source"].endswith("c.json.gz")
+    assert table.knobs["const"] == (15,) and len(table.entries) == 6 and table.default is None
+    failed = [e for e in table.entries if not e.ok]
+    assert [e.failure for e in failed] == ["CompilationFailedConfig"] and failed[0].seconds == 1.0
+    assert table.optimum.time_us == 1000.0 and dict(table.optimum.knobs) == {"bx": 16, "flag": 0, "const": 15}
+    assert table.start(0) == table.start(0) and table.by_key[table.key(table.start(0))].ok
+    assert len({table.key(table.start(s)) for s in range(20)}) > 1  # drawn per seed
+    assert to_kt_cache(table)["cache"]["64,1,15"]["time"] == "CompilationFailedConfig"  # the kind survives
+    assert Table.load(_cache(tmp_path, "plain.json")) .optimum == table.optimum
+
+
+@pytest.mark.parametrize("damage", ["not json", "gzip", "no cache", "bad time"])
+def test_a_malformed_cache_is_a_one_line_error_naming_the_file(tmp_path: Path, damage: str) -> None:
+    import gzip
+
+    path = tmp_path / "bad.json.gz"
+    if damage == "not json":
+        path.write_bytes(gzip.compress(b"{not json"))
+    elif damage == "gzip":
+        path.write_bytes(b"\x1f\x8b truncated")
+    elif damage == "no cache":
+        path = _cache(tmp_path, "bad.json.gz", cache=None)
+    else:
+        path = _cache(tmp_path, "bad.json.gz", cache={"16,0,15": {"bx": 16, "flag": 0, "const": 15, "time": -1}})
+    with pytest.raises(TableError) as info:
+        load_kt_cache(path)
+    assert "bad.json.gz" in str(info.value) and "\n" not in str(info.value)
+    done = _script("compare", "--tables", str(path))
+    assert done.returncode == 1 and done.stderr.count("\n") == 1 and "bad.json.gz" in done.stderr
 
 
 # -- the script ----------------------------------------------------------------------------------------
@@ -215,7 +302,7 @@ def test_compare_end_to_end_on_synthetic_table(table: Table, tmp_path: Path) -> 
     pytest.importorskip("kernel_tuner")
     table.save(tmp_path / "synthetic_gemm-synthetic.json")
     done = _script("compare", "--tables", str(tmp_path / "synthetic_gemm-synthetic.json"), "--seeds", "2",
-                   "--budget", "8", "--out", str(tmp_path))
+                   "--budget", "8", "--out", str(tmp_path), "--workers", "2")
     assert done.returncode == 0, done.stderr
     report = json.loads(next(tmp_path.glob("vs_kernel_tuner-synthetic-*.json")).read_text())
     assert report["synthetic"] is True and "compare --tables" in report["command"]

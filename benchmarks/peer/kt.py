@@ -16,11 +16,13 @@ space), failures included: they cost an evaluation, as they would on the GPU.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -54,16 +56,55 @@ def kernel_tuner_version() -> str:
     return version("kernel_tuner")
 
 
-def strategy_options(strategy: str, budget: int) -> dict[str, Any]:
-    """Options passed to a Kernel Tuner strategy: the evaluation budget, and for the two population-based
-    strategies a population (initial sample) of a quarter of the budget (their default of 20 would spend
-    a whole budget of 20 on random initial samples)."""
+BO_DEFAULT_POPSIZE = 20  # bayes_opt's initial sample; it raises on a space smaller than that
+
+
+def strategy_options(strategy: str, budget: int, start: list[Any] | None = None,
+                     space_size: int | None = None) -> dict[str, Any]:
+    """Options passed to a Kernel Tuner strategy: its own defaults, the evaluation budget, and two documented
+    exceptions (and, on a space smaller than Bayesian optimization's initial sample, that sample capped at
+    the space, where Kernel Tuner would raise).
+
+    - The genetic algorithm starts its first population from ``start`` (``x0``, its own option for the first
+      individual), the configuration every strategy starts from for this seed. Random sampling and Bayesian
+      optimization accept no ``x0``; their traces begin with ``start`` instead (see :func:`kt_trace`).
+    - Bayesian optimization's default method, ``multi-ultrafast``, refits its model only when the last
+      evaluations took at least 5x as long as the last prediction, else every 5th round. On a GPU an
+      evaluation takes seconds and a prediction milliseconds, so it refits every round; in simulation an
+      evaluation is a lookup taking microseconds, so it would refit every 5th round only, a handicap it
+      never has on a GPU. ``multi-fast`` is the same method refitting every round: what ``multi-ultrafast``
+      does on a GPU.
+    """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown Kernel Tuner strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
     options: dict[str, Any] = {"max_fevals": budget}
-    if strategy in ("genetic_algorithm", "bayes_opt"):
-        options["popsize"] = max(2, budget // 4)
+    if strategy == "genetic_algorithm" and start is not None:
+        options["x0"] = list(start)
+    if strategy == "bayes_opt":
+        options["method"] = "multi-fast"
+        if space_size is not None and space_size < BO_DEFAULT_POPSIZE:
+            options["popsize"] = space_size
     return options
+
+
+@contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Every random source Kernel Tuner draws from, seeded with ``seed``, restored afterwards: Python's
+    ``random`` and NumPy's global generator (its strategies and scikit-learn's GP), and the Latin hypercube
+    sampler of Bayesian optimization, which scipy would otherwise seed from fresh OS entropy."""
+    from kernel_tuner.strategies import bayes_opt
+
+    py_state, np_state = random.getstate(), np.random.get_state()
+    sampler = bayes_opt.LatinHypercube
+    random.seed(seed)
+    np.random.seed(seed)
+    bayes_opt.LatinHypercube = functools.partial(sampler, rng=np.random.default_rng(seed))
+    try:
+        yield
+    finally:
+        bayes_opt.LatinHypercube = sampler
+        random.setstate(py_state)
+        np.random.set_state(np_state)
 
 
 # -- the cache file ------------------------------------------------------------------------------------
@@ -79,14 +120,16 @@ def to_kt_cache(table: Table) -> dict[str, Any]:
             result.update(time=entry.time_us / 1e3, times=[entry.time_us / 1e3])
         else:
             stage = (entry.failure or "").split(":", 1)[0].strip()
-            result.update(time=_FAILED.get(stage, "RuntimeFailedConfig"), kernelpro_failure=entry.failure)
+            kind = stage if stage in _FAILURE_NAMES else _FAILED.get(stage, "RuntimeFailedConfig")
+            result.update(time=kind, kernelpro_failure=entry.failure)
         result.update(compile_time=0.0, verification_time=0.0, benchmark_time=milliseconds,
                       strategy_time=0.0, framework_time=0.0)
         cache[table.key(entry.knobs)] = result
     return {"device_name": table.gpu, "kernel_name": table.kernel, "problem_size": [1],
             "tune_params_keys": list(table.knobs), "tune_params": {n: list(v) for n, v in table.knobs.items()},
-            "objective": "time", "kernelpro_task": table.task, "kernelpro_default": dict(table.default),
-            "kernelpro_synthetic": table.synthetic, "cache": cache}
+            "objective": "time", "kernelpro_task": table.task,
+            "kernelpro_default": table.default and dict(table.default), "kernelpro_synthetic": table.synthetic,
+            "cache": cache}
 
 
 def from_kt_cache(data: Mapping[str, Any], *, environment: Mapping[str, Any] | None = None) -> Table:
@@ -105,7 +148,7 @@ def from_kt_cache(data: Mapping[str, Any], *, environment: Mapping[str, Any] | N
         else:
             entries.append(Entry(knobs, float(time) * 1e3, None, seconds))
     return Table(data.get("kernelpro_task", data["kernel_name"]), data["kernel_name"],
-                 data["tune_params"], data.get("kernelpro_default", entries[0].knobs), tuple(entries),
+                 data["tune_params"], data.get("kernelpro_default"), tuple(entries),
                  environment or {"gpu": data["device_name"]}, bool(data.get("kernelpro_synthetic", False)))
 
 
@@ -122,8 +165,11 @@ def write_kt_cache(table: Table, path: Path) -> Path:
 def kt_trace(table: Table, strategy: str, seed: int, budget: int, cache_file: Path | None = None) -> list[str]:
     """The configurations Kernel Tuner's ``strategy`` evaluates on the table, each once, in order.
 
-    Kernel Tuner has no seed argument: its strategies draw from Python's ``random`` and NumPy's global
-    generator, so both are seeded with ``seed`` before the run (and restored after).
+    Kernel Tuner has no seed argument: every random source it uses is seeded for the run (:func:`_seeded`).
+    The trace begins with ``table.start(seed)``, the configuration every strategy starts from (the genetic
+    algorithm as its first individual, the others as the measured starting point, like kernelpro's
+    baseline); Kernel Tuner counts evaluations as unique configurations, failures included, and so does
+    the trace.
     """
     kernel_tuner = require_kernel_tuner()
     from constraint import FunctionConstraint  # python-constraint2, a Kernel Tuner dependency
@@ -133,23 +179,17 @@ def kt_trace(table: Table, strategy: str, seed: int, budget: int, cache_file: Pa
     def in_table(*values: Any) -> bool:
         return config_key(values) in valid
 
-    py_state, np_state = random.getstate(), np.random.get_state()
-    with tempfile.TemporaryDirectory() as tmp:
+    start = table.start(seed)
+    options = strategy_options(strategy, budget, [start[n] for n in table.knobs], len(table.entries))
+    with tempfile.TemporaryDirectory() as tmp, _seeded(seed):
         path = cache_file or write_kt_cache(table, Path(tmp) / "cache.json")
-        random.seed(seed)
-        np.random.seed(seed)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # Kernel Tuner warns about every sample size it adjusts
-                results, _ = kernel_tuner.tune_kernel(
-                    table.kernel, "", (1,), [], {n: list(v) for n, v in table.knobs.items()},
-                    restrictions=[FunctionConstraint(in_table)], cache=str(path), simulation_mode=True,
-                    strategy=strategy, strategy_options=strategy_options(strategy, budget), quiet=True,
-                    verbose=False)
-        finally:
-            random.setstate(py_state)
-            np.random.set_state(np_state)
-    trace: list[str] = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Kernel Tuner warns about every sample size it adjusts
+            results, _ = kernel_tuner.tune_kernel(
+                table.kernel, "", (1,), [], {n: list(v) for n, v in table.knobs.items()},
+                restrictions=[FunctionConstraint(in_table)], cache=str(path), simulation_mode=True,
+                strategy=strategy, strategy_options=options, quiet=True, verbose=False)
+    trace = [table.key(start)]
     for result in results:
         key = config_key(result[n] for n in table.knobs)
         if key in valid and key not in trace:

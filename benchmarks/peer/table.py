@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,12 +54,15 @@ class Entry:
 
 @dataclass(frozen=True)
 class Table:
-    """All configurations of one task on one GPU. ``knobs`` maps each knob to its values in declared order."""
+    """All configurations of one task on one GPU. ``knobs`` maps each knob to its values in declared order
+    (a knob with one value is a constant the kernel was compiled with). ``default`` is the task's default
+    configuration; None for a table read from a Kernel Tuner cache, which records none (each seed then
+    starts from :meth:`start`)."""
 
     task: str
     kernel: str
     knobs: Mapping[str, tuple[KnobValue, ...]]
-    default: Mapping[str, KnobValue]
+    default: Mapping[str, KnobValue] | None
     entries: tuple[Entry, ...]
     environment: Mapping[str, Any] = field(default_factory=dict)  # gpu, driver, date, command, ...
     synthetic: bool = False
@@ -69,7 +73,7 @@ class Table:
         keys = [self.key(e.knobs) for e in self.entries]
         if len(set(keys)) != len(keys):
             raise ValueError(f"{self.task}: a configuration is recorded twice")
-        if self.key(self.default) not in set(keys):
+        if self.default is not None and self.key(self.default) not in set(keys):
             raise ValueError(f"{self.task}: the default configuration {dict(self.default)} is not in the table")
         if not any(e.ok for e in self.entries):
             raise ValueError(f"{self.task}: no configuration passed, so there is no optimum")
@@ -92,6 +96,14 @@ class Table:
         """The fastest passing configuration: the best configuration known (the table is exhaustive)."""
         return min((e for e in self.entries if e.ok), key=lambda e: e.time_us or math.inf)
 
+    def start(self, seed: int) -> Mapping[str, KnobValue]:
+        """Where every strategy starts for ``seed``: the default configuration, or where the table has none
+        a passing configuration drawn by a generator seeded with ``seed`` (the same for every strategy)."""
+        if self.default is not None:
+            return self.default
+        passing = sorted((e for e in self.entries if e.ok), key=lambda e: self.key(e.knobs))
+        return random.Random(f"start/{seed}").choice(passing).knobs
+
     def mean_seconds(self) -> float | None:
         """Mean recorded seconds per evaluation, None when the table recorded none."""
         seconds = [e.seconds for e in self.entries if e.seconds is not None]
@@ -106,7 +118,7 @@ class Table:
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "task": self.task, "kernel": self.kernel, "synthetic": self.synthetic,
-                "knobs": {n: list(v) for n, v in self.knobs.items()}, "default": dict(self.default),
+                "knobs": {n: list(v) for n, v in self.knobs.items()}, "default": self.default and dict(self.default),
                 "environment": dict(self.environment), "entries": [e.to_dict() for e in self.entries]}
 
     @classmethod
@@ -124,7 +136,12 @@ class Table:
 
     @classmethod
     def load(cls, path: str | Path) -> Table:
+        """A peer-sweep table, or a Kernel Tuner cache file (``.json`` or ``.json.gz``) read as one."""
+        from peer.cachefile import is_kt_cache, load_kt_cache
+
         path = Path(path)
+        if path.is_file() and is_kt_cache(path):
+            return load_kt_cache(path)
         if not path.is_file():
             raise TableError(f"table {path} not found: record it on the GPU first with "
                              f"`python benchmarks/vs_kernel_tuner.py sweep --out {path.parent}`")
