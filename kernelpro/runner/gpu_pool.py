@@ -123,20 +123,24 @@ class PrecompilingPool:
 
     ``precompile(variant)`` runs on a CPU thread pool as soon as a variant is submitted (its errors are
     ignored: the slot's evaluator compiles again and reports them). Each GPU slot takes at most
-    ``1 + ahead`` candidates, checking one while the next compiles; ``capacity`` is ``slots * (1 + ahead)``.
+    ``1 + ahead`` candidates, checking one while the next compiles; ``capacity`` (at most ``slots * (1 + ahead)``)
+    bounds the candidates in flight in all.
     ``busy_s`` counts the slot's evaluation only, not the wait for its compile. An exception a slot
     evaluator raises is re-raised by :meth:`poll` (a candidate's failures are evaluations, not exceptions).
     """
 
     def __init__(self, evaluators: Sequence[Evaluator], precompile: Callable[[Variant], object] | None = None, *,
-                 ahead: int = 1, compile_workers: int | None = None, locks: Sequence[threading.Lock] | None = None,
+                 ahead: int = 1, capacity: int | None = None, compile_workers: int | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if not evaluators:
             raise ValueError("a GPU pool needs at least one evaluator")
         self._precompile = precompile
         self._ahead = ahead if precompile is not None else 0
+        self._capacity = len(evaluators) * (1 + self._ahead) if capacity is None else capacity
+        if not len(evaluators) <= self._capacity <= len(evaluators) * (1 + self._ahead):
+            raise ValueError(f"capacity {capacity} does not fit {len(evaluators)} slots, {self._ahead} ahead each")
         self._clock = clock
-        self.locks = tuple(locks) if locks is not None else tuple(threading.Lock() for _ in evaluators)
+        self.locks = tuple(threading.Lock() for _ in evaluators)
         self._compiles = ThreadPoolExecutor(compile_workers or max(1, len(evaluators)), "compile") \
             if precompile is not None else None
         self._inboxes: list[queue.Queue[tuple[int, Variant, Future[object] | None] | None]] = \
@@ -155,11 +159,11 @@ class PrecompilingPool:
 
     @property
     def capacity(self) -> int:
-        return self.slots * (1 + self._ahead)
+        return self._capacity
 
     def submit(self, variant: Variant) -> int:
         slot = min(range(self.slots), key=lambda s: (self._load[s], s))
-        if self._load[slot] > self._ahead:
+        if self._load[slot] > self._ahead or sum(self._load) >= self._capacity:
             raise RuntimeError(f"{self.capacity} evaluations are already in flight")
         self._tickets += 1
         compiled = self._compiles.submit(self._precompile, variant) if self._compiles is not None else None
@@ -220,11 +224,12 @@ class ExclusiveDiagnoser:
         return getattr(self.inner, name)
 
 
-def gpu_pool(gpus: Sequence[int], make_evaluator: Callable[[Supervisor], Evaluator],
-             precompile: Callable[[Variant], object] | None, *, supervisor_options: Mapping[str, float] | None = None,
+def gpu_pool(gpus: Sequence[int] | None, make_evaluator: Callable[[Supervisor], Evaluator],
+             precompile: Callable[[Variant], object] | None, *, ahead: int = 1, capacity: int | None = None,
              command: Sequence[str] | None = None) -> tuple[PrecompilingPool, list[Supervisor]]:
-    """One supervised worker per GPU (seeing only that GPU) and a slot evaluator on each; close the supervisors
-    when done."""
-    supervisors = [Supervisor(env=worker_env(g), command=command, **dict(supervisor_options or {}))
-                   for g in gpus]
-    return PrecompilingPool([make_evaluator(s) for s in supervisors], precompile), supervisors
+    """One supervised worker per GPU (seeing only that GPU; ``gpus`` None: one worker on the GPU this process
+    sees) and a slot evaluator on each; close the pool, then the supervisors, when done."""
+    envs = [None] if gpus is None else [worker_env(g) for g in gpus]
+    supervisors = [Supervisor(env=env, command=command) for env in envs]
+    pool = PrecompilingPool([make_evaluator(s) for s in supervisors], precompile, ahead=ahead, capacity=capacity)
+    return pool, supervisors
