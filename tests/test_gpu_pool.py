@@ -160,3 +160,20 @@ def test_profiling_takes_its_gpu_exclusively_and_tools_are_pinned_to_it(monkeypa
     with pin_tools_to(3):
         assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1,2,3"
+
+
+def test_the_cli_refuses_bad_device_options_in_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    task = Path(__file__).parent.parent / "tasks"
+    target = next(task.glob("*.cu"))
+    cases = [(["--ray", "auto"], "needs Ray"), (["--gpus", "0", "--ray", "auto"], "--gpus and --ray together"),
+             (["--parallel", "0"], "--parallel 0: need at least 1")]
+    for args, message in cases:
+        env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path)}
+        (tmp_path / "ray.py").write_text("raise ImportError('no ray here')\n")  # Ray missing, as on a plain install
+        command = [sys.executable, "-c", "from kernelpro.cli import main; main()", "optimize", str(target), *args]
+        proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+        assert proc.returncode == 1, proc.stderr
+        assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
