@@ -260,3 +260,29 @@ def test_a_slot_pool_runs_one_evaluation_per_slot_and_reraises_bugs() -> None:
         pool.poll()
     assert pool.poll() == []
     pool.close()
+
+
+def test_ctrl_c_with_evaluations_in_flight_keeps_every_finished_one(tmp_path: Path) -> None:
+    class Interrupted(SimulatedEvaluator):
+        polls = 0
+
+        def poll(self):
+            Interrupted.polls += 1
+            if Interrupted.polls == 6:
+                assert self._events, "nothing in flight"
+                raise KeyboardInterrupt
+            return super().poll()
+
+    clock = SimClock()
+    first = Recording()
+    with pytest.raises(KeyboardInterrupt):
+        start(tmp_path, baseline_variant(WIDE), Interrupted(first, clock, gpus=2), SyntheticProposer(WIDE),
+              config=MCTSConfig(seed=5), budget=Budget(max_evaluations=30), clock=clock)
+    journal = records(tmp_path)
+    done = [r.variant.key for r in journal if isinstance(r, NodeRecord)]
+    in_flight = [r.key for r in journal if isinstance(r, SubmitRecord) and r.key not in set(done)]
+    assert done and in_flight
+    evaluator, clock, inner = simulated(2, Recording())
+    result = resume(tmp_path, evaluator, SyntheticProposer(WIDE), clock=clock)
+    assert inner.keys[:len(in_flight)] == in_flight and not set(inner.keys) & set(done)
+    assert result.evaluations == 30
