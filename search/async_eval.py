@@ -1,12 +1,11 @@
 """The asynchronous evaluator: submit variants, poll for finished evaluations, at most ``capacity`` in flight.
 
 :class:`AsyncEvaluator` is the search's view of many GPUs (:mod:`kernelpro.search.parallel` drives it);
-:class:`Evaluator` stays the view of one. Three implementations live here, none needing a GPU:
+:class:`Evaluator` stays the view of one. Two implementations live here, neither needing a GPU
+(the per-GPU and Ray ones are :mod:`kernelpro.runner.gpu_pool` and :mod:`kernelpro.runner.ray_pool`):
 
 - :class:`SerialEvaluator` wraps today's evaluator: capacity 1, the evaluation runs inside ``poll``, so
   the search at ``--parallel 1`` makes exactly the calls, in exactly the order, of the serial search.
-- :class:`SlotPool` runs one synchronous evaluator per slot in its own thread (each slot's evaluator owns
-  its supervised worker process: the per-GPU backend in :mod:`kernelpro.runner.gpu_pool` is slots of this).
 - :class:`SimulatedEvaluator` evaluates on a simulated clock with fixed latencies: the CPU tests and the
   benchmark, where a compile pool feeds the GPU slots.
 
@@ -17,10 +16,8 @@ failure of that candidate); ``poll`` raises only for errors of the search's own 
 from __future__ import annotations
 
 import heapq
-import queue
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -94,81 +91,6 @@ class SerialEvaluator:
 
     def close(self) -> None:
         self._next = None
-
-
-class SlotPool:
-    """One synchronous evaluator per slot, each in its own thread; ``capacity`` equals the number of slots.
-
-    The slot evaluators block on I/O (a compile subprocess, a supervised worker's pipe), so threads are
-    enough: the GPU work happens in the slot's worker process. An exception a slot evaluator raises is
-    re-raised by ``poll`` (a bug, not a candidate's failure: those are returned as evaluations).
-    """
-
-    def __init__(self, evaluators: Sequence[Evaluator], clock: Callable[[], float] = time.monotonic) -> None:
-        if not evaluators:
-            raise ValueError("a slot pool needs at least one evaluator")
-        self._clock = clock
-        self._free = list(range(len(evaluators)))
-        self._inboxes: list[queue.Queue[tuple[int, Variant] | None]] = [queue.Queue() for _ in evaluators]
-        self._done: queue.Queue[tuple[Finished | None, BaseException | None, int]] = queue.Queue()
-        self._tickets = 0
-        self._in_flight = 0
-        self._threads = [threading.Thread(target=self._serve, args=(slot, e), daemon=True, name=f"slot-{slot}")
-                         for slot, e in enumerate(evaluators)]
-        for thread in self._threads:
-            thread.start()
-
-    @property
-    def capacity(self) -> int:
-        return len(self._inboxes)
-
-    @property
-    def slots(self) -> int:
-        return len(self._inboxes)
-
-    def submit(self, variant: Variant) -> int:
-        if not self._free:
-            raise RuntimeError(f"all {self.capacity} slots are busy")
-        slot = self._free.pop(0)
-        self._tickets += 1
-        self._in_flight += 1
-        self._inboxes[slot].put((self._tickets, variant))
-        return self._tickets
-
-    def poll(self) -> list[Finished]:
-        if self._in_flight == 0:
-            return []
-        results = [self._done.get()]
-        while True:
-            try:
-                results.append(self._done.get_nowait())
-            except queue.Empty:
-                break
-        finished = []
-        for result, error, slot in results:
-            self._in_flight -= 1
-            self._free.append(slot)
-            if error is not None:
-                raise error
-            assert result is not None
-            finished.append(result)
-        self._free.sort()
-        return finished
-
-    def close(self) -> None:
-        for inbox in self._inboxes:
-            inbox.put(None)
-
-    def _serve(self, slot: int, evaluator: Evaluator) -> None:
-        while (job := self._inboxes[slot].get()) is not None:
-            ticket, variant = job
-            started = self._clock()
-            try:
-                evaluation = evaluator.evaluate(variant)
-            except BaseException as exc:  # handed to the driver's thread, which re-raises it
-                self._done.put((None, exc, slot))
-                continue
-            self._done.put((Finished(ticket, variant, evaluation, slot, self._clock() - started), None, slot))
 
 
 class SimClock:

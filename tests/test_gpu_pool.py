@@ -177,3 +177,36 @@ def test_the_cli_refuses_bad_device_options_in_one_line(tmp_path: Path) -> None:
         proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
         assert proc.returncode == 1, proc.stderr
         assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+class _Gate:
+    """A synchronous evaluator that records which slot ran it; ``change == "boom"`` is an evaluator bug."""
+
+    def __init__(self, name: str, seen: list[tuple[str, str]]) -> None:
+        self.name, self.seen = name, seen
+
+    def evaluate(self, variant: Variant) -> Evaluation:
+        if variant.change == "boom":
+            raise RuntimeError("evaluator bug")
+        self.seen.append((self.name, variant.change))
+        return Evaluation.passed(1.0)
+
+
+def test_a_pool_without_compiles_runs_one_evaluation_per_slot_and_reraises_bugs() -> None:
+    seen: list[tuple[str, str]] = []
+    pool = PrecompilingPool([_Gate("gpu0", seen), _Gate("gpu1", seen)])
+    base = baseline_variant()
+    a, b = (base.with_knobs({"BLOCK": v}, change=v, origin="t") for v in ("64", "128"))
+    pool.submit(a)
+    pool.submit(b)
+    with pytest.raises(RuntimeError, match="in flight"):
+        pool.submit(base)
+    finished = []
+    while len(finished) < 2:
+        finished += pool.poll()
+    assert sorted(f.slot for f in finished) == [0, 1] and sorted(seen) == [("gpu0", "64"), ("gpu1", "128")]
+    pool.submit(base.with_knobs({"BLOCK": "512"}, change="boom", origin="t"))
+    with pytest.raises(RuntimeError, match="evaluator bug"):
+        pool.poll()
+    assert pool.poll() == []
+    pool.close()

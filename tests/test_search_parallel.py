@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kernelpro.search import Budget, Evaluation, MCTSConfig, StopReason, Variant, read_journal, resume, start
-from kernelpro.search.async_eval import Latencies, SerialEvaluator, SimClock, SimulatedEvaluator, SlotPool
+from kernelpro.search.async_eval import Latencies, SerialEvaluator, SimClock, SimulatedEvaluator
 from kernelpro.search.journal import JOURNAL_NAME
 from kernelpro.search.mcts import _Expansion
 from kernelpro.search.parallel import _BLOCKED, ParallelMCTS
@@ -224,42 +224,6 @@ def test_kill_9_with_evaluations_in_flight_then_resume_loses_nothing_and_repeats
     assert not set(inner.keys) & set(done)  # nothing finished is evaluated again
     after = [r.variant.key for r in records(run_dir) if isinstance(r, NodeRecord)]
     assert after[:len(done)] == done and len(after) == len(set(after)) == 40 == result.evaluations
-
-
-# -- the thread-per-slot pool -------------------------------------------------------------------------
-
-
-class _Gate:
-    """A synchronous evaluator that records which slot thread ran it."""
-
-    def __init__(self, name: str, seen: list[tuple[str, str]]) -> None:
-        self.name, self.seen = name, seen
-
-    def evaluate(self, variant: Variant) -> Evaluation:
-        if variant.change == "boom":
-            raise RuntimeError("evaluator bug")
-        self.seen.append((self.name, variant.change))
-        return Evaluation.passed(1.0)
-
-
-def test_a_slot_pool_runs_one_evaluation_per_slot_and_reraises_bugs() -> None:
-    seen: list[tuple[str, str]] = []
-    pool = SlotPool([_Gate("gpu0", seen), _Gate("gpu1", seen)])
-    base = baseline_variant()
-    a, b = (base.with_knobs({"BLOCK": v}, change=v, origin="t") for v in ("64", "128"))
-    pool.submit(a)
-    pool.submit(b)
-    with pytest.raises(RuntimeError, match="busy"):
-        pool.submit(base)
-    finished = []
-    while len(finished) < 2:
-        finished += pool.poll()
-    assert sorted(f.slot for f in finished) == [0, 1] and sorted(seen) == [("gpu0", "64"), ("gpu1", "128")]
-    pool.submit(base.with_knobs({"BLOCK": "512"}, change="boom", origin="t"))
-    with pytest.raises(RuntimeError, match="evaluator bug"):
-        pool.poll()
-    assert pool.poll() == []
-    pool.close()
 
 
 def test_ctrl_c_with_evaluations_in_flight_keeps_every_finished_one(tmp_path: Path) -> None:
