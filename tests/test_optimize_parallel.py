@@ -72,3 +72,23 @@ def test_optimize_on_two_gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, d
     assert seen == ({"0", "1"} if devices.gpus == "all" else {"1"})
     report = outcome.files.report.read_text()
     assert "GPU utilisation" in report and f"GPUs (by slot): {', '.join(sorted(seen))}" in report
+
+
+def test_the_live_display_and_summary_show_gpu_busy_and_evaluations_per_minute(tmp_path: Path) -> None:
+    from kernelpro.live import LiveStatus, summary_table
+    from kernelpro.search import MCTSConfig, start
+    from kernelpro.search.async_eval import SimClock, SimulatedEvaluator
+    from kernelpro.search.synthetic import baseline_variant, knob_space
+
+    console = Console(file=io.StringIO(), width=200)
+    with LiveStatus(console, "scale") as status:
+        status.gpus = ["2", "5"]
+        status.finished(baseline_variant(), Evaluation.passed(10.0), 1, 0.5)
+        line = status.throughput()
+    assert "evaluations/min" in line and "GPU 5" in line and "GPU 2" not in line
+    clock = SimClock()
+    result = start(tmp_path, baseline_variant(), SimulatedEvaluator(SyntheticEvaluator(), clock, gpus=2), None,
+                   config=MCTSConfig(seed=0), budget=Budget(max_evaluations=10), clock=clock, knob_space=knob_space())
+    console.print(summary_table(result, str(tmp_path)))
+    text = console.file.getvalue()
+    assert "GPU busy" in text and "slot 0" in text and "slot 1" in text and "/min" in text
