@@ -13,6 +13,7 @@ import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -21,6 +22,9 @@ from rich.markup import escape
 from kernelpro import __version__
 from kernelpro.cli_init import init_command
 from kernelpro.errors import KernelproError
+
+if TYPE_CHECKING:
+    from kernelpro.parallel_run import Devices
 
 console = Console()
 
@@ -187,6 +191,18 @@ def parse_duration(text: str | None) -> float | None:
     return hours * 3600 + minutes * 60 + seconds
 
 
+def parse_devices(parallel: int | None, gpus: str | None, ray_address: str | None) -> Devices:
+    """``--parallel``/``--gpus``/``--ray`` checked before anything starts (a missing Ray is a one-line error)."""
+    from kernelpro.parallel_run import Devices
+
+    devices = Devices(parallel, gpus, ray_address)
+    if ray_address is not None:
+        from kernelpro.runner.ray_pool import require_ray
+
+        require_ray()
+    return devices
+
+
 @cli.command("optimize")
 @click.argument("task_path", metavar="TASK", type=click.Path(path_type=Path), required=False)
 @click.option("--budget", type=click.IntRange(min=1), default=60, show_default=True,
@@ -205,10 +221,15 @@ def parse_duration(text: str | None) -> float | None:
 @click.option("--no-profile", is_flag=True, help="Diagnose from static analysis only (no Nsight Compute).")
 @click.option("--skills", "skill_dirs", multiple=True, type=click.Path(path_type=Path),
               help="A folder of user skills (<name>/SKILL.md) added to the built-in ones (repeatable).")
+# -- many GPUs (kernelpro/parallel_run.py) --
+@click.option("--parallel", type=int, help="Evaluations in flight (default 1; with --gpus/--ray two per GPU).")
+@click.option("--gpus", help="GPUs of this machine, one worker each: 0,1,2,3 or all.")
+@click.option("--ray", "ray_address", metavar="auto|ADDRESS", help="Evaluate on a Ray cluster, one actor per GPU.")
 def optimize_command(task_path: Path | None, budget: int, time_limit: str | None, max_tokens: int | None,
                      max_dollars: float | None, proposer: str | None, model: str | None, resume_dir: Path | None,
                      out: Path | None, seed: int, arch: str | None, warm: bool, no_profile: bool,
-                     skill_dirs: tuple[Path, ...]) -> None:
+                     skill_dirs: tuple[Path, ...], parallel: int | None, gpus: str | None,
+                     ray_address: str | None) -> None:
     """Search for a faster kernel for TASK that passes the correctness wall; write results/<task>/<run-id>/."""
     from kernelpro import optimize as opt
     from kernelpro.compiler import default_arch
@@ -217,6 +238,7 @@ def optimize_command(task_path: Path | None, budget: int, time_limit: str | None
     from kernelpro.task_loader import load_task
 
     max_seconds = parse_duration(time_limit)
+    devices = parse_devices(parallel, gpus, ray_address)
     if resume_dir is not None:
         settings = opt.RunSettings.load(resume_dir)
         run_dir, task = resume_dir, load_task(settings.task_path)
@@ -232,7 +254,7 @@ def optimize_command(task_path: Path | None, budget: int, time_limit: str | None
     limits = Budget(max_evaluations=budget, max_seconds=max_seconds, max_tokens=max_tokens, max_dollars=max_dollars)
     try:
         outcome = opt.optimize_task(task, settings, run_dir, budget=limits, resume=resume_dir is not None,
-                                    console=console)
+                                    console=console, devices=devices)
     except KeyboardInterrupt:
         click.echo(f"interrupted: every evaluated candidate is in {run_dir}/journal.jsonl; continue with "
                    f"`kernelpro optimize --resume {run_dir}`", err=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
@@ -25,6 +27,9 @@ class LiveStatus:
         self.tokens = 0
         self.dollars = 0.0
         self.notes: list[str] = []  # what the run must know (ncu switched off, a node's profile failed)
+        self.gpus: list[str] = []  # the GPU of each slot
+        self.busy_s: dict[int, float] = {}  # per slot
+        self.started = time.monotonic()
         self.live = Live(self._render(), console=console, refresh_per_second=4, transient=False)
 
     def __enter__(self) -> LiveStatus:
@@ -48,6 +53,18 @@ class LiveStatus:
         self.last = f"{variant.change or 'baseline'} → {verdict}"
         self.live.update(self._render())
 
+    def finished(self, variant: Variant, evaluation: Evaluation, slot: int, busy_s: float) -> None:
+        """An evaluation finished on ``slot`` after ``busy_s`` seconds there (for the utilisation line)."""
+        self.busy_s[slot] = self.busy_s.get(slot, 0.0) + busy_s
+        self.evaluated(variant, evaluation)
+
+    def throughput(self) -> str:
+        """Evaluations per minute and each GPU's busy fraction so far."""
+        wall = max(time.monotonic() - self.started, 1e-9)
+        gpus = "  ".join(f"GPU {self.gpus[slot] if slot < len(self.gpus) else slot} {100 * busy / wall:.0f}%"
+                         for slot, busy in sorted(self.busy_s.items()))
+        return f"{60 * self.evaluations / wall:.1f} evaluations/min" + (f"  busy: {gpus}" if gpus else "")
+
     def note(self, message: str) -> None:
         """Show ``message`` under the status line (the three latest distinct notes stay)."""
         if message not in self.notes:
@@ -66,7 +83,7 @@ class LiveStatus:
             f"best {'-' if speedup is None else f'{speedup:.3f}x'}  tree {self.evaluations} nodes  "
             f"tokens {self.tokens:,}  ${self.dollars:.2f}")
         notes = [Text(f"note: {note}", style="yellow") for note in self.notes[-3:]]
-        return Group(line, Text.from_markup(f"last: {self.last}"), *notes)
+        return Group(line, Text(self.throughput()), Text.from_markup(f"last: {self.last}"), *notes)
 
 
 def summary_table(result: SearchResult, run_dir: str) -> Table:
@@ -84,6 +101,9 @@ def summary_table(result: SearchResult, run_dir: str) -> Table:
         table.add_row("% of roofline", f"{pct:.1f}%")
     table.add_row("evaluations", f"{result.evaluations} in {result.elapsed_s / 60:.1f} min "
                   f"({result.evaluations_per_minute:.1f}/min), stop: {result.stop_reason.value}")
+    if result.gpu_utilisation:
+        busy = (f"slot {slot} {100 * u:.0f}%" for slot, u in result.gpu_utilisation.items())
+        table.add_row("GPU busy", ", ".join(busy))
     split = ", ".join(f"{stage} {seconds:.0f}s" for stage, seconds in result.stage_seconds.items())
     table.add_row("time split", split or "-")
     usage = result.usage

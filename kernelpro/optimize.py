@@ -16,6 +16,8 @@ size, racecheck, synccheck) before ``best.cu`` is written; where the tool cannot
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
 import os
@@ -31,7 +33,9 @@ from typing import TYPE_CHECKING, Any
 from kernelpro import __version__
 from kernelpro.compiler import CANDIDATE_NAME, Compiler, CompileRequest
 from kernelpro.errors import KernelproError
+from kernelpro.parallel_run import Devices, ObservedAsync, search_evaluator
 from kernelpro.report import RunFiles, write_run
+from kernelpro.runner.gpu_pool import ExclusiveDiagnoser, pin_tools_to
 from kernelpro.search import Budget, Evaluation, MCTSConfig, Node, Proposal, ProposalRequest, Proposer, Variant
 from kernelpro.search import Diagnosis as SearchDiagnosis
 from kernelpro.search import resume as resume_search
@@ -154,6 +158,27 @@ class WallEvaluator:
         if self.observer:
             self.observer(variant, evaluation)
         return evaluation
+
+
+def wall_slot(task: Task, arch: str, warm: bool, supervisor: Any) -> WallEvaluator:
+    """One GPU's evaluator for the parallel search: its own supervised worker, the same wall (picklable as a
+    ``functools.partial`` for Ray actors)."""
+    from kernelpro.runner.evaluate import Evaluator
+
+    return WallEvaluator(task, Evaluator(supervisor, Compiler(), arch), warm=warm)
+
+
+def compile_to_files(task: Task, arch: str, variant: Variant) -> dict[str, bytes]:
+    """Compile ``variant`` into this machine's compile cache and return the entry's files as bytes (the compile
+    pool's job: on this machine the bytes are dropped, on a Ray cluster they travel to the GPU's node)."""
+    compiler = Compiler()
+    knobs = task.parse_knobs(variant.knob_values)
+    result = compiler.compile(CompileRequest(variant.source, arch, task.defines(knobs), variant.flags,
+                                             source_name=CANDIDATE_NAME))
+    entry = compiler.cache_dir / result.key
+    if not entry.is_dir():  # not cached (a compile that timed out): the GPU's side compiles it again
+        return {}
+    return {f"{result.key}/{p.name}": p.read_bytes() for p in sorted(entry.iterdir()) if p.is_file()}
 
 
 class ProfilingDiagnoser:
@@ -399,8 +424,9 @@ class OptimizeOutcome:
 
 
 def optimize_task(task: Task, settings: RunSettings, run_dir: Path, *, budget: Budget, resume: bool,
-                  console: Any) -> OptimizeOutcome:
-    """Run (or resume) the search for ``task`` on this machine's GPU, verify the winner, write the run folder.
+                  console: Any, devices: Devices | None = None) -> OptimizeOutcome:
+    """Run (or resume) the search for ``task`` on this machine's GPU (or ``devices``: several GPUs, a Ray
+    cluster, see :mod:`kernelpro.parallel_run`), verify the winner, write the run folder.
 
     Ctrl-C propagates as KeyboardInterrupt after the journal holds every evaluated node.
     """
@@ -419,7 +445,7 @@ def optimize_task(task: Task, settings: RunSettings, run_dir: Path, *, budget: B
         settings.save(run_dir)
     with Evaluator(compiler=compiler, arch=settings.arch) as runner:
         with LiveStatus(console, task.name) as status:
-            evaluator = WallEvaluator(task, runner, warm=settings.warm, observer=status.evaluated)
+            evaluator = WallEvaluator(task, runner, warm=settings.warm)
             diagnoser = ProfilingDiagnoser(task, compiler, settings.arch, use_ncu=use_ncu, warn=status.note)
             if settings.profile and not use_ncu:
                 diagnoser.disabled = "Nsight Compute not found (ncu): static analysis only"
@@ -427,8 +453,14 @@ def optimize_task(task: Task, settings: RunSettings, run_dir: Path, *, budget: B
             elif not settings.profile:
                 diagnoser.disabled = "off (--no-profile): static analysis only"
             observed = ObservedProposer(proposer, status.proposed)
-            result = run_search(run_dir, task, evaluator=evaluator, proposer=observed, diagnoser=diagnoser,
-                                budget=budget, seed=settings.seed, resume=resume)
+
+            slot = functools.partial(wall_slot, task, settings.arch, settings.warm)
+            precompile = functools.partial(compile_to_files, task, settings.arch)
+            with search_evaluator(devices or Devices(), slot, precompile, evaluator) as (pool, gpus, lock):
+                status.gpus = gpus
+                profiler = diagnoser if lock is None else ExclusiveDiagnoser(diagnoser, lock)
+                result = run_search(run_dir, task, evaluator=ObservedAsync(pool, status.finished), proposer=observed,
+                                    diagnoser=profiler, budget=budget, seed=settings.seed, resume=resume)
 
         def final_check(node: Node) -> tuple[bool, str]:  # the winner must also be clean under compute-sanitizer
             verdict = runner.check(task, node.variant.source, knobs=task.parse_knobs(node.variant.knob_values),
@@ -438,6 +470,9 @@ def optimize_task(task: Task, settings: RunSettings, run_dir: Path, *, budget: B
             return final_check_outcome(verdict)
 
         gpu = str(result.best.evaluation.summary.get("gpu", "unknown"))
-        files, best, _ = finish_run(run_dir, task, result, settings, final_check,
-                                    {"GPU": gpu, "profiling": diagnoser.report_line()})
+        # The final check's compute-sanitizer runs on the first GPU the search used (--gpus 2,3: GPU 2).
+        with pin_tools_to(gpus[0]) if devices is not None and devices.gpus else contextlib.nullcontext():
+            files, best, _ = finish_run(run_dir, task, result, settings, final_check,
+                                        {"GPU": gpu, "GPUs (by slot)": ", ".join(gpus),
+                                         "profiling": diagnoser.report_line()})
     return OptimizeOutcome(result, files, best)

@@ -143,6 +143,7 @@ def render_report(task: Task, result: SearchResult, *, header: Mapping[str, str]
     for stage in STAGES:
         if stage in result.stage_seconds:
             out.append(f"| {stage} | {result.stage_seconds[stage]:.1f} |")
+    out += _utilisation(result)
     usage = result.usage
     out += ["", f"LLM usage: {usage.tokens_in:,} tokens in, {usage.tokens_out:,} out, ${usage.cost_usd:.2f}", ""]
     failures = [n for n in result.tree if not n.ok]
@@ -152,6 +153,17 @@ def render_report(task: Task, result: SearchResult, *, header: Mapping[str, str]
         keepends=True), fromfile=f"{task.path.name} (original)", tofile="best.cu")
     out += ["", "## Diff: best vs original", "", "```diff", "".join(diff).rstrip() or "(identical)", "```", ""]
     return "\n".join(out)
+
+
+def _utilisation(result: SearchResult) -> list[str]:
+    """Per GPU (slot): busy time over wall time, and evaluations per minute (this session of the search)."""
+    if not result.gpu_busy_s:
+        return []
+    out = ["", f"GPU utilisation ({result.evaluations_per_minute:.1f} evaluations/min):", "",
+           "| slot | busy s | busy / wall |", "|---|---|---|"]
+    for slot, fraction in result.gpu_utilisation.items():
+        out.append(f"| {slot} | {result.gpu_busy_s[slot]:.1f} | {100 * fraction:.0f}% |")
+    return out
 
 
 def _launch_section(task: Task, base: Node, best: Node) -> list[str]:

@@ -22,10 +22,12 @@ from pathlib import Path
 from types import TracebackType
 
 from kernelpro.errors import KernelproError
+from kernelpro.search.async_eval import AsyncEvaluator
 from kernelpro.search.budget import Budget
 from kernelpro.search.interfaces import Diagnoser, Evaluator, Proposer
 from kernelpro.search.knobtune import KnobSpace
 from kernelpro.search.mcts import MCTS, MCTSConfig, SearchResult
+from kernelpro.search.parallel import ParallelMCTS
 from kernelpro.search.records import Record, StartRecord, from_json, to_json
 from kernelpro.search.variant import Variant
 
@@ -105,7 +107,7 @@ class Journal:
 def start(
     run_dir: str | Path,
     baseline: Variant,
-    evaluator: Evaluator,
+    evaluator: Evaluator | AsyncEvaluator,
     proposer: Proposer | None,
     diagnoser: Diagnoser | None = None,
     *,
@@ -115,19 +117,20 @@ def start(
     knob_space: KnobSpace | None = None,
 ) -> SearchResult:
     """Run a new journaled search in ``run_dir`` (which must not hold a journal yet); with ``knob_space``
-    the knob tuner shares the expansions (:mod:`kernelpro.search.knob_expansion`)."""
+    the knob tuner shares the expansions (:mod:`kernelpro.search.knob_expansion`). An asynchronous
+    ``evaluator`` runs the parallel search (:mod:`kernelpro.search.parallel`)."""
     with Journal(run_dir) as journal:
         if journal.records:
             raise JournalError("the run directory already holds a search", file=journal.path,
                                fix="resume it with kernelpro.search.resume(), or use a new run directory")
-        mcts = MCTS(baseline, evaluator, proposer, diagnoser=diagnoser, config=config, budget=budget,
-                    journal=journal, clock=clock, knob_space=knob_space)
+        mcts = _search(baseline, evaluator, proposer, diagnoser=diagnoser, config=config, budget=budget,
+                       journal=journal, clock=clock, knob_space=knob_space)
         return mcts.run()
 
 
 def resume(
     run_dir: str | Path,
-    evaluator: Evaluator,
+    evaluator: Evaluator | AsyncEvaluator,
     proposer: Proposer | None,
     diagnoser: Diagnoser | None = None,
     *,
@@ -149,11 +152,19 @@ def resume(
         first = records[0]
         config = MCTSConfig(**first.config)
         budget = budget or Budget.from_dict(first.budget)
-        mcts = MCTS(first.baseline, evaluator, proposer, diagnoser=diagnoser, config=config, budget=budget,
-                    journal=journal, clock=clock, knob_space=knob_space)
+        mcts = _search(first.baseline, evaluator, proposer, diagnoser=diagnoser, config=config, budget=budget,
+                       journal=journal, clock=clock, knob_space=knob_space)
         try:
             mcts.replay(records[1:])
         except (ValueError, KeyError) as exc:
             raise JournalError(f"the journal does not replay: {exc}", file=journal.path,
                                fix="start a new run directory") from exc
         return mcts.run()
+
+
+def _search(baseline: Variant, evaluator: Evaluator | AsyncEvaluator, proposer: Proposer | None,
+            **kwargs: object) -> MCTS:
+    """The serial search for an :class:`Evaluator`, the parallel one for an :class:`AsyncEvaluator`."""
+    if hasattr(evaluator, "submit"):
+        return ParallelMCTS(baseline, evaluator, proposer, **kwargs)  # type: ignore[arg-type]
+    return MCTS(baseline, evaluator, proposer, **kwargs)  # type: ignore[arg-type]

@@ -68,8 +68,8 @@ import math
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Mapping, Set
+from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 from kernelpro.search.budget import Budget, Spent, StopReason
@@ -122,6 +122,7 @@ class SearchResult:
     stage_seconds: Mapping[str, float]
     usage: Usage
     tree: SearchTree
+    gpu_busy_s: Mapping[int, float] = field(default_factory=dict)  # per slot (GPU), this session only
 
     @property
     def speedup(self) -> float | None:
@@ -133,6 +134,13 @@ class SearchResult:
     @property
     def evaluations_per_minute(self) -> float:
         return 60.0 * self.evaluations / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def gpu_utilisation(self) -> dict[int, float]:
+        """Busy time over wall time per slot (GPU); empty when the search did not measure it."""
+        if self.elapsed_s <= 0:
+            return {}
+        return {slot: min(busy / self.elapsed_s, 1.0) for slot, busy in sorted(self.gpu_busy_s.items())}
 
 
 class RecordSink(Protocol):
@@ -212,7 +220,10 @@ class MCTS:
         picked = self._select(random.Random(f"{self.config.seed}/{iteration}"))
         if picked is None:
             return StopReason.EXHAUSTED
-        parent_id, n = picked
+        return self._finish(self._expand(iteration, *picked))
+
+    def _expand(self, iteration: int, parent_id: int, n: int) -> _Expansion:
+        """Ask the knob tuner and the proposer for up to ``n`` children of ``parent_id``; journal the proposal."""
         started, diagnosing = self._clock(), self._stage_seconds["diagnose"]
         knobs_first = self.knobs is not None and self.knobs.first(self.tree.node(parent_id), self.proposer is not None)
         variants, usage = self._knob_children(parent_id, n) if knobs_first else ((), Usage())
@@ -224,7 +235,7 @@ class MCTS:
         self.usage += usage
         self._stage_seconds["propose"] += seconds
         self._write(ProposalRecord(iteration, parent_id, variants, usage, seconds, self._elapsed()))
-        return self._finish(_Expansion(parent_id, iteration, variants))
+        return _Expansion(parent_id, iteration, variants)
 
     def _knob_children(self, parent_id: int, n: int) -> tuple[tuple[Variant, ...], Usage]:
         if self.knobs is None:
@@ -236,7 +247,7 @@ class MCTS:
         parent = self._diagnosed(parent_id)
         request = ProposalRequest(
             parent=parent, n=n, feedback=self.tree.failures(parent_id), memory=self.memory.text(),
-            seen_keys=self.tree.keys, baseline_us=self.tree.root.time_us,
+            seen_keys=self._seen_keys(), baseline_us=self.tree.root.time_us,
         )
         proposal = self.proposer.propose(request)
         return self._fresh(proposal.variants, n), proposal.usage
@@ -260,16 +271,24 @@ class MCTS:
         tree = self.tree
         lo, hi = tree.reward_range
         spread = hi - lo
-        log_n = math.log(tree.visits(parent))
+        log_n = math.log(self._visits(parent))
         best_score, best = -math.inf, []
         for child in children:
             q = (tree.value(child) - lo) / spread if spread > 0 else 0.0
-            score = q + self.config.exploration * math.sqrt(log_n / tree.visits(child))
+            score = q + self.config.exploration * math.sqrt(log_n / self._visits(child))
             if score > best_score:
                 best_score, best = score, [child]
             elif score == best_score:
                 best.append(child)
         return best[0] if len(best) == 1 else rng.choice(best)
+
+    def _visits(self, node_id: int) -> int:
+        """Visits as selection counts them (the parallel search adds evaluations in flight)."""
+        return self.tree.visits(node_id)
+
+    def _seen_keys(self) -> Set[str]:
+        """Keys a proposer should not propose (the parallel search adds those in flight)."""
+        return self.tree.keys
 
     def _diagnosed(self, node_id: int) -> Node:
         node = self.tree.node(node_id)

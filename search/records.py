@@ -2,7 +2,9 @@
 
 A run's journal is a ``start`` record, then the baseline's ``node`` record, then per iteration an
 optional ``diagnosis`` of the selected node, a ``proposal`` (the new variants the proposer
-returned, after duplicates were dropped) and one ``node`` record per evaluated child. A
+returned, after duplicates were dropped) and one ``node`` record per evaluated child (a search with
+several evaluations in flight also writes a ``submit`` record as each child starts, and its records of
+different proposals interleave). A
 ``proposal`` whose children are not all journaled is finished on resume without asking the
 proposer again. ``elapsed_s`` is the search's running time when the record was written.
 """
@@ -59,7 +61,20 @@ class ProposalRecord:
     elapsed_s: float
 
 
-Record = StartRecord | NodeRecord | DiagnosisRecord | ProposalRecord
+@dataclass(frozen=True)
+class SubmitRecord:
+    """A variant of proposal ``iteration`` handed to the asynchronous evaluator (searches of capacity > 1).
+
+    Its ``node`` record follows when it finishes; on resume, a submitted variant without one is submitted
+    again (its evaluation was lost with the process), one with a node record never is.
+    """
+
+    iteration: int
+    key: str
+    elapsed_s: float
+
+
+Record = StartRecord | NodeRecord | DiagnosisRecord | ProposalRecord | SubmitRecord
 
 
 def to_json(record: Record) -> dict[str, Any]:
@@ -79,6 +94,8 @@ def to_json(record: Record) -> dict[str, Any]:
             return {"type": "proposal", "iteration": record.iteration, "parent": record.parent,
                     "variants": [v.to_dict() for v in record.variants], "usage": record.usage.to_dict(),
                     "seconds": record.seconds, "elapsed_s": record.elapsed_s}
+        case SubmitRecord():
+            return {"type": "submit", "iteration": record.iteration, "key": record.key, "elapsed_s": record.elapsed_s}
     raise TypeError(f"not a journal record: {record!r}")
 
 
@@ -98,4 +115,6 @@ def from_json(data: Mapping[str, Any]) -> Record:
         return ProposalRecord(data["iteration"], data["parent"],
                               tuple(Variant.from_dict(v) for v in data["variants"]),
                               Usage.from_dict(data["usage"]), data["seconds"], data["elapsed_s"])
+    if kind == "submit":
+        return SubmitRecord(data["iteration"], data["key"], data["elapsed_s"])
     raise ValueError(f"unknown journal record type {kind!r}")

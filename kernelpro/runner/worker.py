@@ -61,7 +61,7 @@ class JobContext:
 
 # --- self-test jobs: the supervision's CPU tests use these ----------------------------------------
 def _echo(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    return {"echo": params, "pid": os.getpid()}
+    return {"echo": params, "pid": os.getpid(), "devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
 
 def _sleep(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
