@@ -1,7 +1,8 @@
 """A small Gaussian-process surrogate for the knob tuner (:mod:`kernelpro.search.knobtune`), numpy only.
 
-Inputs are knob configurations encoded in [0, 1] per knob (a value's position in the knob's declared
-list); the target is log time, standardized. The kernel is Matern 5/2 with one length scale per knob
+Inputs are knob configurations encoded in [0, 1] per feature (see :meth:`KnobSpace.columns`: the log of
+an integer knob's value, a value's position in the knob's declared list otherwise); the target
+is log time, standardized. The kernel is Matern 5/2 with one length scale per knob
 (ARD), so the model learns which knobs matter from the data instead of being told. Length scales are
 chosen by profile marginal likelihood among a seeded set of candidates (the signal variance has a closed
 form given them); a small fixed nugget absorbs timing noise. Fitting is O(n^3) in observations (n is at

@@ -8,7 +8,8 @@ continuous relaxation: nothing it proposes is invalid, and a model never has to 
 randomized maximin design: each is the candidate farthest from everything asked so far, among a seeded
 random subset, so the start covers every knob's range without always taking the corners.
 
-**Then** a Gaussian process on log time (:mod:`kernelpro.search.gp`, one length scale per feature) and
+**Then** a Gaussian process on log time (:mod:`kernelpro.search.gp`, one length scale per feature; an
+integer knob is placed by the log of its value, so doubling a block size is one step wherever it starts) and
 expected improvement, times the probability of passing, over the configurations not asked yet (in a
 large space: a seeded sample of them, plus every one within a knob or two of the best observed, where
 good configurations cluster). A failed configuration teaches a second model, of the probability of
@@ -88,17 +89,25 @@ class KnobSpace:
         return np.array([[table[c[at[name]]] for name, table in columns] for c in configs], dtype=float)
 
     def columns(self) -> list[tuple[str, dict[str, float]]]:
-        """The model's features, as (knob, value text → feature) pairs: every varying knob's value position
-        scaled to [0, 1]; and for a knob of integers with more than two values, also their alignment (how
-        many times 2 divides the value, scaled to [0, 1]), since GPU performance follows alignment to warps,
-        memory transactions and banks rather than distance in the list (96 threads is not between 64 and
-        128 in any way the hardware cares about)."""
+        """The model's features, as (knob, value text → feature) pairs, each in [0, 1]. A knob of positive
+        integers with more than two values is placed by the log of its value, since GPU performance follows
+        ratios of block and tile sizes rather than differences (16 → 32 threads changes more than 224 → 240),
+        and has a second feature, its alignment (how many times 2 divides the value), since performance
+        also follows alignment to warps, memory transactions and banks (96 threads is not between 64 and 128
+        in any way the hardware cares about). Every other varying knob is placed by its value's position in
+        the declared list."""
         columns = []
         for name in self.varying:
             values = self.values[name]
-            columns.append((name, {v: j / (len(values) - 1) for j, v in enumerate(values)}))
             numbers = [_integer(v) for v in values]
-            if len(values) > 2 and all(n is not None and n > 0 for n in numbers):
+            ratio = len(values) > 2 and all(n is not None and n > 0 for n in numbers)
+            logs = [math.log(n) for n in numbers] if ratio else []  # type: ignore[arg-type]
+            if logs and max(logs) > min(logs):
+                lo, hi = min(logs), max(logs)
+                columns.append((name, {v: (g - lo) / (hi - lo) for v, g in zip(values, logs, strict=True)}))
+            else:
+                columns.append((name, {v: j / (len(values) - 1) for j, v in enumerate(values)}))
+            if ratio:
                 twos = [_twos(n) for n in numbers]  # type: ignore[arg-type]
                 lo, hi = min(twos), max(twos)
                 if hi > lo:

@@ -133,6 +133,19 @@ def test_alignment_features_only_for_integer_knobs_of_more_than_two_values() -> 
     assert x.shape == (24, 4) and x.min() == 0.0 and x.max() == 1.0
 
 
+def test_integer_knobs_are_placed_by_ratio_and_other_knobs_by_position() -> None:
+    space = KnobSpace.from_configs({"B": (16, 32, 64, 128, 256), "T": (1, 2, 4), "P": (0, 1), "F": ("x", "y", "z")},
+                                   [{"B": b, "T": t, "P": p, "F": f} for b in (16, 32, 64, 128, 256)
+                                    for t in (1, 2, 4) for p in (0, 1) for f in "xyz"])
+    block, tile = space.columns()[0][1], space.columns()[2][1]
+    assert block["32"] - block["16"] == pytest.approx(block["256"] - block["128"])  # doubling is one step
+    assert block["16"] == 0.0 and block["256"] == 1.0 and tile["2"] == pytest.approx(0.5)
+    flag, label = dict(space.columns())["P"], dict(space.columns())["F"]
+    assert flag == {"0": 0.0, "1": 1.0} and label == {"x": 0.0, "y": 0.5, "z": 1.0}
+    uneven = KnobSpace.from_configs({"B": (16, 32, 48, 64)}, [{"B": b} for b in (16, 32, 48, 64)])
+    assert uneven.columns()[0][1]["32"] == pytest.approx(0.5)  # log 32 is halfway between log 16 and log 64
+
+
 def test_gp_interpolates_and_is_uncertain_away_from_data() -> None:
     x = np.linspace(0, 1, 8)[:, None]
     y = np.sin(6 * x[:, 0])
