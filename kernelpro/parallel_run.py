@@ -62,8 +62,8 @@ class ObservedAsync:
     def submit(self, variant: Variant) -> int:
         return self.inner.submit(variant)
 
-    def poll(self) -> list[Finished]:
-        finished = self.inner.poll()
+    def poll(self, timeout: float | None = None) -> list[Finished]:
+        finished = self.inner.poll(timeout)
         for done in finished:
             self.observer(done.variant, done.evaluation, done.slot, done.busy_s)
         return finished

@@ -53,8 +53,12 @@ class AsyncEvaluator(Protocol):
         """Start evaluating ``variant``; returns its ticket. Raises RuntimeError when ``capacity`` are in flight."""
         ...
 
-    def poll(self) -> list[Finished]:
-        """Wait for at least one evaluation in flight to finish and return all that have (none in flight: [])."""
+    def poll(self, timeout: float | None = None) -> list[Finished]:
+        """Wait for at least one evaluation in flight to finish and return all that have (none in flight: []).
+
+        With ``timeout`` (seconds), wait at most that long and return [] if none finished: the search polls
+        so while a proposal is in progress, to journal each evaluation the moment it finishes.
+        """
         ...
 
     def close(self) -> None:
@@ -81,7 +85,8 @@ class SerialEvaluator:
         self._next = (self._tickets, variant)
         return self._tickets
 
-    def poll(self) -> list[Finished]:
+    def poll(self, timeout: float | None = None) -> list[Finished]:
+        # Capacity 1 never proposes while an evaluation is in flight, so it is never polled with a timeout.
         if self._next is None:
             return []
         (ticket, variant), self._next = self._next, None
@@ -120,7 +125,8 @@ class SimulatedEvaluator:
     A submitted variant compiles on the first free compile worker, then runs on the first free GPU once its
     compile is done; ``capacity`` is ``gpus + compilers``, so each GPU can have the next candidate compiling
     while it checks one (a GPU never waits on a compile that could have started earlier). The result is the
-    inner evaluator's, computed at submit; ``poll`` advances the clock to the next finish.
+    inner evaluator's, computed at submit; ``poll`` advances the clock to the next finish (``poll(timeout)``
+    returns what finished by now and does not advance it).
     """
 
     def __init__(self, inner: Evaluator, clock: SimClock, *, gpus: int = 1, compilers: int | None = None,
@@ -162,9 +168,16 @@ class SimulatedEvaluator:
         heapq.heappush(self._events, (done, self._tickets, Finished(self._tickets, variant, evaluation, g, busy)))
         return self._tickets
 
-    def poll(self) -> list[Finished]:
+    def poll(self, timeout: float | None = None) -> list[Finished]:
         if not self._events:
             return []
+        if timeout is not None:
+            # Simulated time passes only when someone advances the clock (a simulated proposer does): with a
+            # timeout, return what has finished by now and leave the clock alone, so runs are deterministic.
+            finished = []
+            while self._events and self._events[0][0] <= self.clock.now:
+                finished.append(heapq.heappop(self._events)[2])
+            return finished
         when = self._events[0][0]
         self.clock.advance_to(when)
         finished = []

@@ -9,6 +9,10 @@ Same tree, same selection rules, same journal as :class:`~kernelpro.search.mcts.
   busy it may make *one* proposal ahead (its variants wait in the queue), so a slot that frees finds work
   instead of waiting for the proposer; at capacity 1 it never proposes ahead, so the calls, their order
   and the journal are exactly the serial search's (``tests/test_search_parallel.py``).
+- **Proposals run beside the evaluations** (capacity > 1): the proposer, and the diagnosis it needs, run in
+  one worker thread while the driver keeps polling, journaling and backing up each evaluation the moment it
+  finishes, so a kill -9 during a minute-long LLM call loses no finished evaluation. One proposal at a time;
+  the proposer thread sees only a snapshot (see :meth:`ParallelMCTS._start_proposal`) and writes nothing.
 - **Budgets are charged at submit** (evaluations in flight count as evaluations, proposals made as
   iterations); when one runs out, nothing more is submitted and what is in flight is drained (journaled).
 - **Journal**: written only by this driver's thread; with capacity > 1 each submission is journaled
@@ -22,17 +26,41 @@ from __future__ import annotations
 import random
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Set
-from dataclasses import asdict, replace
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, replace
 
 from kernelpro.search.async_eval import AsyncEvaluator, Finished
 from kernelpro.search.budget import Spent, StopReason
-from kernelpro.search.interfaces import Diagnoser, Proposer
+from kernelpro.search.interfaces import Diagnoser, Diagnosis, Proposal, ProposalRequest, Proposer, Usage
 from kernelpro.search.mcts import MCTS, SearchResult, _Expansion
 from kernelpro.search.records import DiagnosisRecord, NodeRecord, ProposalRecord, Record, StartRecord, SubmitRecord
 from kernelpro.search.tree import ROOT
 from kernelpro.search.variant import Variant
 
 _BLOCKED = (-1, 0)  # selection found no room anywhere but under evaluations in flight: wait for one
+_POLL_S = 0.05  # while a proposal runs, how long the driver waits for an evaluation before looking at it again
+
+
+@dataclass(frozen=True)
+class _Consulted:
+    """What the proposer thread brings back: the parent's diagnosis (None: it had one), the proposal, seconds."""
+
+    diagnosis: Diagnosis | None
+    diagnose_s: float
+    proposal: Proposal
+    propose_s: float
+
+
+@dataclass(frozen=True)
+class _Proposing:
+    """A proposal in progress in the proposer thread."""
+
+    iteration: int
+    parent: int
+    n: int
+    knobs_first: bool
+    started: float
+    future: Future[_Consulted]
 
 
 class _Keys(Set[str]):
@@ -72,6 +100,8 @@ class ParallelMCTS(MCTS):
         self._children_pending: Counter[int] = Counter()
         self._proposals = 0  # proposals made (journaled), finished or not
         self._busy: Counter[int] = Counter()
+        self._proposing: _Proposing | None = None  # the proposal running in the proposer thread (capacity > 1)
+        self._thread: ThreadPoolExecutor | None = None
 
     # -- running -------------------------------------------------------------------------------
 
@@ -92,12 +122,21 @@ class ParallelMCTS(MCTS):
                 if self.tree.find(variant.key) is None:
                     self._enqueue(expansion, variant)
         reason: StopReason | None = None
-        while True:
-            if reason is None:
-                reason = self._fill()
-            if not self._in_flight:
-                break
-            self._collect(self.async_evaluator.poll())
+        if self.async_evaluator.capacity > 1 and self.proposer is not None:
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kernelpro-proposer")
+        try:
+            while True:
+                if reason is None:
+                    reason = self._fill()
+                if self._proposing is not None:
+                    self._await_proposal()
+                elif self._in_flight:
+                    self._collect(self.async_evaluator.poll())
+                else:
+                    break
+        finally:
+            if self._thread is not None:
+                self._thread.shutdown(wait=False, cancel_futures=True)
         return self._result(reason or StopReason.EXHAUSTED)
 
     def _fill(self) -> StopReason | None:
@@ -107,7 +146,7 @@ class ParallelMCTS(MCTS):
             reason = self._submit_queued()
             if reason is not None or self._queue:
                 return reason
-            if len(self._in_flight) >= capacity and capacity == 1:
+            if self._proposing is not None or (len(self._in_flight) >= capacity and capacity == 1):
                 return None
             reason = self.budget.stop_reason(self._spent())
             if reason is not None:
@@ -116,16 +155,99 @@ class ParallelMCTS(MCTS):
             picked = self._select(random.Random(f"{self.config.seed}/{iteration}"))
             if picked is None or picked == _BLOCKED:
                 return None if self._in_flight else StopReason.EXHAUSTED
-            expansion = self._expand(iteration, *picked)
-            self._proposals = iteration
-            if not expansion.variants:
-                self._complete(expansion)
-                continue
-            self._open[iteration] = expansion
-            for variant in expansion.variants:
-                self._enqueue(expansion, variant)
-            if len(self._in_flight) >= capacity:
+            expansion = self._expand(iteration, *picked) if self._thread is None else self._start(iteration, *picked)
+            if expansion is None:
+                return None  # the proposer thread has it; the driver journals evaluations meanwhile
+            if self._take(expansion):
                 return None  # the one proposal ahead waits in the queue
+
+    def _take(self, expansion: _Expansion) -> bool:
+        """Count a journaled proposal and queue its children; True when the evaluator is full (stop filling)."""
+        self._proposals = expansion.iteration
+        if not expansion.variants:
+            self._complete(expansion)
+            return False
+        self._open[expansion.iteration] = expansion
+        for variant in expansion.variants:
+            self._enqueue(expansion, variant)
+        return len(self._in_flight) >= self.async_evaluator.capacity
+
+    # -- proposals in the proposer thread (capacity > 1) ----------------------------------------
+
+    def _start(self, iteration: int, parent_id: int, n: int) -> _Expansion | None:
+        """Expand as :meth:`MCTS._expand` does, the proposer's part in the proposer thread (then None).
+
+        Thread safety: the thread gets a snapshot and returns values; it touches no search state. The parent
+        is a frozen :class:`Node`, feedback a tuple, the memory a string, the seen keys a frozenset copied now
+        (keys that finish later are dropped by :meth:`_fresh` when the proposal is taken). The diagnosis is
+        made in the thread but set on the tree and journaled by the driver in :meth:`_finish_proposal`, like
+        everything else the journal holds, so the journal keeps one writer. The knob tuner is asked here, in
+        the driver, and the selection's random draw happened before: given the order in which evaluations and
+        the proposal finish, the tree is the same every run.
+        """
+        started = self._clock()
+        knobs_first = self.knobs is not None and self.knobs.first(self.tree.node(parent_id), True)
+        variants = self._knob_children(parent_id, n)[0] if knobs_first else ()
+        if variants:
+            return self._journal_proposal(iteration, parent_id, variants, Usage(), self._clock() - started)
+        assert self._thread is not None and self.proposer is not None
+        parent = self.tree.node(parent_id)
+        request = ProposalRequest(parent=parent, n=n, feedback=self.tree.failures(parent_id),
+                                  memory=self.memory.text(), seen_keys=frozenset(self._seen_keys()),
+                                  baseline_us=self.tree.root.time_us)
+        future = self._thread.submit(self._consult, request, self.proposer, self.diagnoser)
+        self._proposing = _Proposing(iteration, parent_id, n, knobs_first, started, future)
+        return None
+
+    def _consult(self, request: ProposalRequest, proposer: Proposer, diagnoser: Diagnoser | None) -> _Consulted:
+        """In the proposer thread: diagnose the parent if it has no diagnosis yet, then propose."""
+        diagnosis, diagnose_s = None, 0.0
+        if diagnoser is not None and request.parent.diagnosis is None:
+            started = self._clock()
+            diagnosis = diagnoser.diagnose(request.parent)
+            diagnose_s = self._clock() - started
+            request = replace(request, parent=replace(request.parent, diagnosis=diagnosis))
+        started = self._clock()
+        proposal = proposer.propose(request)
+        return _Consulted(diagnosis, diagnose_s, proposal, self._clock() - started)
+
+    def _await_proposal(self) -> None:
+        """Journal and back up evaluations as they finish until the proposal is done, then take it."""
+        proposing = self._proposing
+        assert proposing is not None
+        while not proposing.future.done():
+            if not self._in_flight:
+                wait([proposing.future])
+                break
+            finished = self.async_evaluator.poll(timeout=_POLL_S)
+            if finished:
+                self._collect(finished)
+            else:
+                wait([proposing.future], timeout=_POLL_S)
+        consulted = proposing.future.result()  # the proposer's or diagnoser's exception propagates here
+        self._collect(self.async_evaluator.poll(timeout=0))  # what finished with it goes first
+        self._proposing = None
+        self._take(self._finish_proposal(proposing, consulted))
+
+    def _finish_proposal(self, proposing: _Proposing, consulted: _Consulted) -> _Expansion:
+        """In the driver: journal the diagnosis and the proposal, as :meth:`MCTS._expand` does."""
+        parent_id, n = proposing.parent, proposing.n
+        if consulted.diagnosis is not None and self.tree.node(parent_id).diagnosis is None:
+            self._stage_seconds["diagnose"] += consulted.diagnose_s
+            self._write(DiagnosisRecord(parent_id, consulted.diagnosis, consulted.diagnose_s, self._elapsed()))
+            self.tree.set_diagnosis(parent_id, consulted.diagnosis)
+        variants = self._fresh(consulted.proposal.variants, n)
+        if not variants and not proposing.knobs_first:
+            variants = self._knob_children(parent_id, n)[0]
+        seconds = self._clock() - proposing.started - consulted.diagnose_s
+        return self._journal_proposal(proposing.iteration, parent_id, variants, consulted.proposal.usage, seconds)
+
+    def _journal_proposal(self, iteration: int, parent_id: int, variants: tuple[Variant, ...], usage: Usage,
+                          seconds: float) -> _Expansion:
+        self.usage += usage
+        self._stage_seconds["propose"] += seconds
+        self._write(ProposalRecord(iteration, parent_id, variants, usage, seconds, self._elapsed()))
+        return _Expansion(parent_id, iteration, variants)
 
     def _submit_queued(self) -> StopReason | None:
         while self._queue and len(self._in_flight) < self.async_evaluator.capacity:

@@ -210,3 +210,25 @@ def test_a_pool_without_compiles_runs_one_evaluation_per_slot_and_reraises_bugs(
         pool.poll()
     assert pool.poll() == []
     pool.close()
+
+
+class _Held:
+    """A synchronous evaluator that waits for ``release`` (an evaluation still running on its GPU)."""
+
+    def __init__(self, release: threading.Event) -> None:
+        self.release = release
+
+    def evaluate(self, variant: Variant) -> Evaluation:
+        self.release.wait(10)
+        return Evaluation.passed(1.0)
+
+
+def test_poll_with_a_timeout_returns_nothing_while_the_evaluation_runs_then_its_result() -> None:
+    release = threading.Event()
+    pool = PrecompilingPool([_Held(release)])
+    pool.submit(baseline_variant())
+    assert pool.poll(timeout=0.05) == []  # what the search does while a proposal is in progress
+    release.set()
+    (done,) = pool.poll(timeout=10)
+    assert done.evaluation.ok and pool.poll(timeout=0) == []
+    pool.close()

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -198,12 +199,12 @@ def test_kill_9_with_evaluations_in_flight_then_resume_loses_nothing_and_repeats
         from kernelpro.search.synthetic import *
         class Killed(SimulatedEvaluator):
             polls = 0
-            def poll(self):
+            def poll(self, timeout=None):
                 Killed.polls += 1
                 if Killed.polls == {kill_at_poll}:
                     assert self._events, "nothing in flight"
                     os.kill(os.getpid(), signal.SIGKILL)
-                return super().poll()
+                return super().poll(timeout)
         clock = SimClock()
         space = wide_space(3)
         evaluator = Killed(SyntheticEvaluator(space), clock, gpus=3)
@@ -230,12 +231,12 @@ def test_ctrl_c_with_evaluations_in_flight_keeps_every_finished_one(tmp_path: Pa
     class Interrupted(SimulatedEvaluator):
         polls = 0
 
-        def poll(self):
+        def poll(self, timeout=None):
             Interrupted.polls += 1
             if Interrupted.polls == 6:
                 assert self._events, "nothing in flight"
                 raise KeyboardInterrupt
-            return super().poll()
+            return super().poll(timeout)
 
     clock = SimClock()
     first = Recording()
@@ -250,3 +251,87 @@ def test_ctrl_c_with_evaluations_in_flight_keeps_every_finished_one(tmp_path: Pa
     result = resume(tmp_path, evaluator, SyntheticProposer(WIDE), clock=clock)
     assert inner.keys[:len(in_flight)] == in_flight and not set(inner.keys) & set(done)
     assert result.evaluations == 30
+
+
+# -- the proposer runs beside the evaluations: what finishes meanwhile is journaled at once ---------
+
+
+def _unjournaled(run_dir: Path) -> list[str]:
+    """Keys submitted (journaled as submits) whose node record is not in the journal yet."""
+    journal = records(run_dir)
+    done = {r.variant.key for r in journal if isinstance(r, NodeRecord)}
+    return [r.key for r in journal if isinstance(r, SubmitRecord) and r.key not in done]
+
+
+class _SlowLLM(SyntheticProposer):
+    """Takes 20 simulated seconds per call, then waits (real time) until the journal holds every evaluation
+    that finished in those 20 s; records, per call, what was in flight and whether it got journaled."""
+
+    def __init__(self, clock: SimClock, run_dir: Path) -> None:
+        super().__init__(WIDE)
+        self.clock, self.run_dir = clock, run_dir
+        self.calls: list[tuple[int, bool]] = []  # (evaluations in flight at the call, all journaled before return)
+
+    def propose(self, request):
+        in_flight = len(_unjournaled(self.run_dir))
+        self.clock.advance_to(self.clock.now + 20.0)  # every evaluation in flight finishes within 20 s
+        deadline = time.monotonic() + 10.0
+        while _unjournaled(self.run_dir) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.calls.append((in_flight, not _unjournaled(self.run_dir)))
+        return super().propose(request)
+
+
+def test_evaluations_finishing_during_a_proposal_are_journaled_before_it_returns(tmp_path: Path) -> None:
+    clock = SimClock()
+    evaluator = SimulatedEvaluator(Recording(), clock, gpus=3)
+    proposer = _SlowLLM(clock, tmp_path)
+    result = start(tmp_path, baseline_variant(WIDE), evaluator, proposer, SyntheticDiagnoser(WIDE),
+                   config=MCTSConfig(seed=1), budget=Budget(max_evaluations=30), clock=clock)
+    assert result.evaluations == 30
+    windows = [journaled for in_flight, journaled in proposer.calls if in_flight]
+    assert windows, "no proposal was made with evaluations in flight"
+    assert all(windows)  # the driver journaled them while the proposer was still running
+
+
+def test_kill_9_during_a_proposal_loses_no_evaluation_that_finished_in_it(tmp_path: Path) -> None:
+    script = textwrap.dedent("""
+        import os, signal, sys, time
+        from pathlib import Path
+        from kernelpro.search import Budget, MCTSConfig, read_journal, start
+        from kernelpro.search.async_eval import SimClock, SimulatedEvaluator
+        from kernelpro.search.journal import JOURNAL_NAME
+        from kernelpro.search.records import NodeRecord, SubmitRecord
+        from kernelpro.search.synthetic import *
+        run_dir = Path(sys.argv[1])
+        def unjournaled():
+            journal = read_journal(run_dir / JOURNAL_NAME)
+            done = {r.variant.key for r in journal if isinstance(r, NodeRecord)}
+            return [r.key for r in journal if isinstance(r, SubmitRecord) and r.key not in done]
+        class KilledMidProposal(SyntheticProposer):
+            def propose(self, request):
+                if unjournaled():  # evaluations in flight: finish them all during this "LLM call", then die
+                    clock.advance_to(clock.now + 20.0)
+                    deadline = time.monotonic() + 10.0
+                    while unjournaled() and time.monotonic() < deadline:
+                        time.sleep(0.01)
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return super().propose(request)
+        clock = SimClock()
+        space = wide_space(3)
+        start(run_dir, baseline_variant(space), SimulatedEvaluator(SyntheticEvaluator(space), clock, gpus=3),
+              KilledMidProposal(space), SyntheticDiagnoser(space), config=MCTSConfig(seed=1),
+              budget=Budget(max_evaluations=40), clock=clock)
+    """)
+    run_dir = tmp_path / "killed"
+    process = subprocess.run([sys.executable, "-c", script, str(run_dir)], capture_output=True, text=True)
+    assert process.returncode == -signal.SIGKILL, process.stderr
+    before = records(run_dir)
+    done = [r.variant.key for r in before if isinstance(r, NodeRecord)]
+    assert len(done) > 1 and not _unjournaled(run_dir)  # everything that finished during the proposal is kept
+
+    evaluator, clock, inner = simulated(3, Recording())
+    result = resume(run_dir, evaluator, SyntheticProposer(WIDE), SyntheticDiagnoser(WIDE), clock=clock)
+    assert not set(inner.keys) & set(done)  # nothing evaluated twice
+    after = [r.variant.key for r in records(run_dir) if isinstance(r, NodeRecord)]
+    assert after[:len(done)] == done and len(after) == len(set(after)) == 40 == result.evaluations

@@ -171,10 +171,13 @@ class PrecompilingPool:
         self._inboxes[slot].put((self._tickets, variant, compiled))
         return self._tickets
 
-    def poll(self) -> list[Finished]:
+    def poll(self, timeout: float | None = None) -> list[Finished]:
         if not any(self._load):
             return []
-        results = [self._done.get()]
+        try:
+            results = [self._done.get(timeout=timeout)]
+        except queue.Empty:
+            return []
         with contextlib.suppress(queue.Empty):
             while True:
                 results.append(self._done.get_nowait())

@@ -149,10 +149,12 @@ class RayPool:
         self._pending[ref] = (self._tickets, variant, slot)
         return self._tickets
 
-    def poll(self) -> list[Finished]:
+    def poll(self, timeout: float | None = None) -> list[Finished]:
         if not self._pending:
             return []
-        ready, _ = self.ray.wait(list(self._pending), num_returns=1)
+        ready, _ = self.ray.wait(list(self._pending), num_returns=1, timeout=timeout)
+        if not ready:
+            return []
         more, _ = self.ray.wait([r for r in self._pending if r not in ready], num_returns=len(self._pending) - 1,
                                 timeout=0) if len(self._pending) > 1 else ([], [])
         return [self._finished(ref) for ref in [*ready, *more]]
