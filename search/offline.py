@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kernelpro.actions import Action
-from kernelpro.candidate_launch import candidate_plan
+from kernelpro.candidate_launch import candidate_plan, launch_block_text
 from kernelpro.compiler import CANDIDATE_NAME, Compiler, CompileRequest, default_arch
 from kernelpro.errors import KernelproError
 from kernelpro.instantiate import launch_symbol, with_instantiations
@@ -414,7 +414,16 @@ class OfflineProposer:
         return Variant(rewrite.source, parent.knobs, parent.flags, rewrite.change, f"{ORIGIN}:{kind}")
 
     def _structural(self, parent: Variant, rewrite: StructuralRewrite) -> Variant:
+        # The rewrites read the task's entry kernel and launch. A variant that launches its own sequence (a launch
+        # block, or a multi-kernel task) keeps it: a rewrite may edit its entry kernel in place, never replace the
+        # sequence with a launch of its own.
+        own = self.task.is_sequence or launch_block_text(parent.source) is not None
+        if own and self._entry(parent).kernel_name != self.task.kernel:
+            raise TransformError(f"{rewrite.name}: the variant launches {self._entry(parent).kernel_name}, "
+                                 f"not the task's {self.task.kernel}")
         done = rewrite.apply(parent.source, self.task)
+        if own and launch_block_text(done.source) != launch_block_text(parent.source):
+            raise TransformError(f"{rewrite.name} would replace the variant's own launch sequence")
         return Variant(done.source, parent.knobs, parent.flags, done.change, f"{ORIGIN}:{rewrite.name}")
 
     # -- the compile check ---------------------------------------------------------------------------
