@@ -16,6 +16,7 @@ from kernelpro.runner.buffers import (
     is_poison,
     poison,
     poison_bits,
+    set_bytes,
 )
 from kernelpro.runner.inputs import bfloat16_bits_to_float32, make_inputs, scalar_args, storage_dtype
 from kernelpro.task_loader import load_task
@@ -94,6 +95,16 @@ def test_device_buffers_upload_inputs_and_poison_outputs() -> None:
     buffers.reset(inputs)
     assert buffers.changed_inputs(inputs) == {} and is_poison(buffers.outputs()["y"], "float32").all()
     assert buffers.nbytes() == 800
+
+
+@pytest.mark.parametrize("name", ["hgemm", "histogram", "sumsq_partials", "decode_attention"])
+def test_set_bytes_is_what_a_buffer_set_allocates(name: str) -> None:
+    """The timing's working set is counted without allocating a set: 16-bit, byte, scratch and many buffers."""
+    task = load_task(Path(__file__).resolve().parents[1] / "tasks" / f"{name}.cu")
+    env = task.env(sizes=task.problem_sizes()[-1])
+    shapes = {a.name: task.shape(a, env) for a in task.buffers}
+    inputs = make_inputs(task, env, seed=5, size_index=len(task.problem_sizes()) - 1, set_index=0)
+    assert set_bytes(task, shapes) == DeviceBuffers(np, task, shapes, inputs, guard_bytes=0).nbytes() > 0
 
 
 def test_first_difference_is_bitwise() -> None:

@@ -127,10 +127,3 @@ REWRITES: tuple[StructuralRewrite, ...] = (
                                                                                       + b["global_load_128"]) > 0),
 )
 
-
-def by_name(name: str) -> StructuralRewrite:
-    """The rewrite called ``name``; KeyError naming the known ones otherwise."""
-    for rewrite in REWRITES:
-        if rewrite.name == name:
-            return rewrite
-    raise KeyError(f"no structural rewrite {name!r}; known: {', '.join(r.name for r in REWRITES)}")

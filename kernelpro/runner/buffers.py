@@ -184,6 +184,12 @@ class DeviceBuffers:
         return sum(b.nbytes for b in self.buffers.values())
 
 
+def set_bytes(task: Task, shapes: Mapping[str, tuple[int, ...]]) -> int:
+    """Bytes of one set of ``task``'s buffers at ``shapes``, guards excluded (:meth:`DeviceBuffers.nbytes` without
+    allocating it)."""
+    return sum(math.prod(shapes[arg.name]) * storage_dtype(arg.dtype).itemsize for arg in task.buffers)
+
+
 def _upload(device: Any, host: np.ndarray) -> None:
     if isinstance(device, np.ndarray):
         device[...] = host

@@ -40,7 +40,7 @@ from kernelpro.device_values import values_for_device
 from kernelpro.expr import ExprError
 from kernelpro.runner import bounds
 from kernelpro.runner.backend import Backend, KernelFault, LaunchRejected
-from kernelpro.runner.buffers import DeviceBuffers, GuardDamage, first_difference
+from kernelpro.runner.buffers import DeviceBuffers, GuardDamage, first_difference, set_bytes
 from kernelpro.runner.compare import compare_output
 from kernelpro.runner.drawn_size import draw_size
 from kernelpro.runner.inputs import FLOAT_DISTRIBUTIONS, InputSet, as_float64, make_inputs, scalar_args
@@ -314,7 +314,7 @@ class Wall:
         kind = TimedBuffers if self.config.verify_timed else UncheckedTimedBuffers
         hooks = kind(self.backend.xp, self.task, shapes, sets, expected, scalar_args(self.task, env_cand),
                      self.config.timed_guard_bytes, rng, self.backend.to_host)
-        working_set = DeviceBuffers(self.backend.xp, self.task, shapes, sets[0], 0, self.backend.to_host).nbytes()
+        working_set = set_bytes(self.task, shapes)
         self.progress("timing")
         label = f"timed launches ({size_label(self.task, sizes)})"
         try:
