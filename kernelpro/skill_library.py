@@ -116,6 +116,14 @@ def parse_skill(path: Path, *, user: bool = False) -> Skill:
             re.compile(pattern)
         except re.error as exc:
             raise _fail(path, f"pattern {pattern!r} is not a regular expression ({exc})", "escape it", 2) from None
+    if fields["rewrites"]:
+        from kernelpro.rewrites.registry import REWRITES
+
+        known = sorted(r.name for r in REWRITES)
+        unknown = [r for r in fields["rewrites"] if r not in known]
+        if unknown:
+            raise _fail(path, f"unknown rewrite {unknown[0]!r} in metadata.rewrites", f"use one of: {', '.join(known)}",
+                        2)
     return Skill(name, " ".join(description.split()), text[front.end() :].strip() + "\n", path, **fields, user=user)
 
 

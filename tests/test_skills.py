@@ -80,6 +80,8 @@ def test_user_skills_add_to_and_override_builtins(tmp_path: Path) -> None:
     ("---\nname: bad\ndescription: a: b: c\n---\nbody\n", 3, "not valid YAML"),
     ("---\nname: Bad_Name\ndescription: x\n---\nbody\n", 2, "lower-case-with-hyphens"),
     ("---\nname: bad\n---\nbody\n", 2, "no description"),
+    ("---\nname: bad\ndescription: x\nmetadata:\n  rewrites: warp_shufle_reduction\n---\nbody\n", 2,
+     "unknown rewrite 'warp_shufle_reduction'"),
 ])
 def test_malformed_skills_are_one_line_errors(tmp_path: Path, text: str, line: int, words: str) -> None:
     path = tmp_path / "bad" / "SKILL.md"
